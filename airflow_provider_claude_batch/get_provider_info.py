@@ -1,0 +1,90 @@
+"""Provider metadata read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow_provider_claude_batch import __version__
+
+_INTEGRATION = "Claude (Anthropic API)"
+
+
+def get_provider_info() -> dict[str, Any]:
+    return {
+        "package-name": "airflow-provider-claude-batch",
+        "name": "Claude Batch",
+        "description": (
+            "Route Claude work by who is waiting: Message Batches (half price, results within 24 hours) "
+            "for latency-tolerant bulk work, the Messages API for work somebody waits on."
+        ),
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": _INTEGRATION,
+                "external-doc-url": "https://platform.claude.com/docs/en/build-with-claude/batch-processing",
+                "tags": ["ai"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_claude_batch.hooks.claude"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_claude_batch.operators.batch"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_claude_batch.sensors.batch"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": _INTEGRATION,
+                "python-modules": ["airflow_provider_claude_batch.triggers.batch"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_claude_batch.hooks.claude.ClaudeHook",
+                "hook-name": "Claude (Anthropic API)",
+                "connection-type": "claude",
+                "conn-fields": {
+                    "model": {
+                        "label": "Default model",
+                        "description": "Model used when a task names none, e.g. claude-sonnet-4-6.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                    "timeout": {
+                        "label": "Request timeout (seconds)",
+                        "description": "Per-request HTTP timeout of the Anthropic client (default 600).",
+                        "schema": {"type": ["number", "null"], "minimum": 1},
+                    },
+                    "max_retries": {
+                        "label": "Max retries",
+                        "description": "SDK retries for idempotent calls (default 2). Batch creation is never "
+                        "re-sent blindly, whatever this says.",
+                        "schema": {"type": ["integer", "null"], "minimum": 0},
+                    },
+                    "workspace_id": {
+                        "label": "Workspace id",
+                        "description": "Optional anthropic-workspace-id header, for keys that span workspaces.",
+                        "schema": {"type": ["string", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login"],
+                    "relabeling": {"password": "API key", "host": "Base URL"},
+                    "placeholders": {
+                        "host": "https://api.anthropic.com (or http://127.0.0.1:8765 for the emulator)",
+                        "password": "sk-ant-... (empty: use ANTHROPIC_API_KEY)",
+                    },
+                },
+            }
+        ],
+    }

@@ -1,0 +1,164 @@
+"""Landing: stream batch results into one JSONL file and publish it atomically.
+
+Rows are decoded and re-encoded one line at a time and written in large blocks, so memory stays
+flat whatever the number of results. A results stream that breaks mid-way is fetched again and
+the rows already written for that batch are skipped (the results file of an ended batch does not
+change between fetches), so no row is lost and none is written twice. The file is written under a
+temporary name and renamed into place only once complete: readers never see half a file.
+
+This module knows nothing of Airflow; it works on any path object with ``open``, ``rename`` and
+``unlink`` (``ObjectStoragePath``, ``pathlib.Path``).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from airflow_provider_claude_batch.results import (
+    ResultRow,
+    ResultTally,
+    encode_row,
+    iter_lines,
+    parse_result_line,
+)
+
+log = logging.getLogger(__name__)
+
+WRITE_BLOCK_BYTES = 1024 * 1024
+STREAM_ATTEMPTS = 5
+
+ResultStreamOpener = Callable[[str], AbstractContextManager[Iterator[bytes]]]
+RowHook = Callable[[ResultRow], ResultRow]
+
+
+class PathLike(Protocol):
+    name: str
+
+    @property
+    def parent(self) -> PathLike: ...
+    def open(self, mode: str = ...) -> Any: ...
+    def rename(self, target: Any) -> Any: ...
+    def unlink(self) -> Any: ...
+    def __truediv__(self, other: str) -> PathLike: ...
+
+
+class ResultsUnavailableError(RuntimeError):
+    """The API no longer serves a batch's results (they are kept 29 days after creation)."""
+
+
+@dataclass
+class LandingReport:
+    """What landing wrote: the counts and usage of every row, per batch row counts, and retries."""
+
+    tally: ResultTally = field(default_factory=ResultTally)
+    rows_by_batch: dict[str, int] = field(default_factory=dict)
+    stream_retries: int = 0
+
+
+def land_results(
+    batch_ids: list[str],
+    open_stream: ResultStreamOpener,
+    target: PathLike,
+    *,
+    transient_errors: tuple[type[BaseException], ...],
+    unavailable_errors: tuple[type[BaseException], ...] = (),
+    transform: RowHook | None = None,
+) -> LandingReport:
+    """Write every result row of ``batch_ids`` to ``target``, atomically.
+
+    :param batch_ids: ended batches, landed in this order.
+    :param open_stream: opens a batch's raw results stream (a context manager of byte chunks).
+    :param target: the final results file; a temporary sibling is written first.
+    :param transient_errors: errors after which the stream is fetched again.
+    :param unavailable_errors: errors meaning the results are gone (archived after 29 days).
+    :param transform: applied to each row before it is counted and written (e.g. output validation).
+    """
+    report = LandingReport()
+    temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"  # type: ignore[attr-defined]
+    try:
+        with temporary.open("wb") as out:
+            writer = _BlockWriter(out)
+            for batch_id in batch_ids:
+                _land_batch(batch_id, open_stream, writer, report, transient_errors, unavailable_errors, transform)
+            writer.flush()
+        temporary.rename(target)
+    except BaseException:
+        _remove_quietly(temporary)
+        raise
+    return report
+
+
+def _land_batch(
+    batch_id: str,
+    open_stream: ResultStreamOpener,
+    writer: _BlockWriter,
+    report: LandingReport,
+    transient_errors: tuple[type[BaseException], ...],
+    unavailable_errors: tuple[type[BaseException], ...],
+    transform: RowHook | None,
+) -> None:
+    written = 0
+    for attempt in range(1, STREAM_ATTEMPTS + 1):
+        seen = 0
+        try:
+            with open_stream(batch_id) as chunks:
+                for line in iter_lines(chunks):
+                    seen += 1
+                    if seen <= written:
+                        continue
+                    row = parse_result_line(line, batch_id)
+                    if transform is not None:
+                        row = transform(row)
+                    report.tally.add(row)
+                    writer.write(encode_row(row))
+                    written += 1
+            report.rows_by_batch[batch_id] = written
+            return
+        except unavailable_errors as error:
+            raise ResultsUnavailableError(
+                f"The results of batch {batch_id} are no longer available from the API ({error}). "
+                "Anthropic keeps results for 29 days after a batch is created; land them sooner, "
+                "or re-run the work in a new batch."
+            ) from error
+        except transient_errors as error:
+            if attempt == STREAM_ATTEMPTS:
+                raise
+            report.stream_retries += 1
+            log.warning(
+                "The results stream of batch %s broke after %d rows (%s); fetching it again and "
+                "skipping the rows already written.",
+                batch_id,
+                written,
+                type(error).__name__,
+            )
+
+
+class _BlockWriter:
+    """Buffers small writes into large ones: object stores charge per write, not per byte."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._size += len(data)
+        if self._size >= WRITE_BLOCK_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            self._out.write(b"".join(self._pending))
+            self._pending.clear()
+            self._size = 0
+
+
+def _remove_quietly(path: PathLike) -> None:
+    with suppress(OSError):
+        path.unlink()

@@ -1,0 +1,128 @@
+"""When to look at a batch again, and how to describe what was seen.
+
+Batches take anywhere from minutes to 24 hours, and the API keeps every request counted as
+``processing`` until the whole batch ends, so there is no progress to watch, only the end to
+notice. Polling is therefore adaptive: the wait between two looks is a fixed fraction of the time
+the batch has already run (so the end is noticed within that fraction of the batch's running time),
+bounded below so short batches are noticed fast and above so nobody waits hours past the end.
+
+This module imports nothing from Airflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+# The end of a batch is noticed within this fraction of its running time (until the cap applies).
+POLL_FRACTION = 0.1
+DEFAULT_MIN_POLL_SECONDS = 5.0
+DEFAULT_MAX_POLL_SECONDS = 600.0
+BATCH_STATES_ENDED = frozenset({"ended"})
+
+
+def next_poll_delay(elapsed: float, min_delay: float, max_delay: float) -> float:
+    """Seconds to wait before the next look at a batch that has run for ``elapsed`` seconds."""
+    return min(max(elapsed * POLL_FRACTION, min_delay), max_delay)
+
+
+def backoff_delay(previous: float, min_delay: float, max_delay: float, retry_after: float | None) -> float:
+    """Seconds to wait after a transient API failure: the server's hint, or double the last wait."""
+    if retry_after is not None:
+        return min(max(retry_after, min_delay), max_delay)
+    return min(max(previous * 2, min_delay), max_delay)
+
+
+def format_seconds(seconds: float) -> str:
+    """``3725`` -> ``1h02m05s``; short and unambiguous for log lines."""
+    seconds = max(int(seconds), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+@dataclass(frozen=True)
+class BatchSnapshot:
+    """What one look at a batch showed, in plain values (it travels in trigger events)."""
+
+    batch_id: str
+    processing_status: str
+    request_counts: dict[str, int]
+    created_at: str | None = None
+    expires_at: str | None = None
+    ended_at: str | None = None
+    results_url: str | None = None
+
+    @classmethod
+    def from_batch(cls, batch: Any) -> BatchSnapshot:
+        """From an SDK ``MessageBatch``."""
+        counts = batch.request_counts
+        return cls(
+            batch_id=batch.id,
+            processing_status=batch.processing_status,
+            request_counts={
+                "processing": counts.processing,
+                "succeeded": counts.succeeded,
+                "errored": counts.errored,
+                "canceled": counts.canceled,
+                "expired": counts.expired,
+            },
+            created_at=_iso(batch.created_at),
+            expires_at=_iso(batch.expires_at),
+            ended_at=_iso(batch.ended_at),
+            results_url=batch.results_url,
+        )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchSnapshot:
+        return cls(**data)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batch_id": self.batch_id,
+            "processing_status": self.processing_status,
+            "request_counts": dict(self.request_counts),
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "ended_at": self.ended_at,
+            "results_url": self.results_url,
+        }
+
+    @property
+    def ended(self) -> bool:
+        return self.processing_status in BATCH_STATES_ENDED
+
+    @property
+    def total(self) -> int:
+        return sum(self.request_counts.values())
+
+    def progress_key(self) -> tuple[Any, ...]:
+        """Changes exactly when a progress line is worth logging."""
+        return (self.processing_status, tuple(sorted(self.request_counts.items())))
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{name} {value}" for name, value in self.request_counts.items() if value)
+        return f"batch {self.batch_id} is {self.processing_status} ({counts or 'no requests'})"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def seconds_until(moment_iso: str | None, now: datetime) -> float | None:
+    """Seconds from ``now`` to an ISO timestamp, ``None`` when unknown."""
+    if not moment_iso:
+        return None
+    return (datetime.fromisoformat(moment_iso) - now).total_seconds()
+
+
+def elapsed_since(moment_iso: str | None, now: datetime, fallback: timedelta) -> float:
+    """Seconds since an ISO timestamp, or ``fallback`` when unknown."""
+    if not moment_iso:
+        return fallback.total_seconds()
+    return max((now - datetime.fromisoformat(moment_iso)).total_seconds(), 0.0)

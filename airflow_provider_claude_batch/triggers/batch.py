@@ -1,0 +1,240 @@
+"""ClaudeBatchTrigger: wait for Message Batches in the triggerer, holding no worker slot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import anthropic
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.polling import (
+    DEFAULT_MAX_POLL_SECONDS,
+    DEFAULT_MIN_POLL_SECONDS,
+    BatchSnapshot,
+    backoff_delay,
+    elapsed_since,
+    format_seconds,
+    next_poll_delay,
+    seconds_until,
+)
+
+# Answers that say "not now" rather than "never": keep waiting through them.
+TRANSIENT_API_ERRORS = (
+    anthropic.APIConnectionError,
+    anthropic.RateLimitError,
+    anthropic.InternalServerError,
+    anthropic.RequestTimeoutError,
+    anthropic.ConflictError,
+)
+DEFAULT_PROGRESS_LOG_SECONDS = 600.0
+# A batch not yet seen is treated as brand new, so it is polled at the shortest interval.
+_NO_AGE = timedelta(0)
+
+
+class ClaudeBatchTrigger(BaseTrigger):
+    """Poll one or more Message Batches until all have ended, then fire exactly one event.
+
+    The trigger never submits anything, keeps only plain values (it may be re-instantiated on
+    another triggerer at any time, and ``end_time`` is absolute so the deadline survives that),
+    and uses the asynchronous client natively: no thread per poll, one client per connection
+    shared by every trigger in the triggerer.
+
+    The event payload carries everything the task needs to resume: ``status`` (``ended``,
+    ``timeout`` or ``error``), ``batch_ids``, one snapshot per batch under ``batches``, a
+    human ``message``, and ``polls``.
+
+    :param batch_ids: the batches to wait for.
+    :param claude_conn_id: the Airflow connection to use.
+    :param end_time: POSIX timestamp after which a ``timeout`` event is fired.
+    :param min_poll_interval: seconds between the first looks at a young batch.
+    :param max_poll_interval: the longest wait between two looks.
+    :param cancel_on_kill: cancel the unfinished batches when a user kills the deferred task
+        (Airflow 3.3+ calls :meth:`on_kill` on mark-failed, mark-success and clear).
+    :param progress_log_interval: seconds between the quieter "still waiting" log lines.
+    """
+
+    def __init__(
+        self,
+        batch_ids: list[str],
+        claude_conn_id: str = ClaudeHook.default_conn_name,
+        end_time: float | None = None,
+        min_poll_interval: float = DEFAULT_MIN_POLL_SECONDS,
+        max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
+        cancel_on_kill: bool = True,
+        progress_log_interval: float = DEFAULT_PROGRESS_LOG_SECONDS,
+    ) -> None:
+        super().__init__()
+        if not batch_ids:
+            raise ValueError("ClaudeBatchTrigger needs at least one batch id")
+        if min_poll_interval <= 0 or max_poll_interval < min_poll_interval:
+            raise ValueError(
+                f"poll intervals must satisfy 0 < min_poll_interval ({min_poll_interval}) "
+                f"<= max_poll_interval ({max_poll_interval})"
+            )
+        self.batch_ids = list(batch_ids)
+        self.claude_conn_id = claude_conn_id
+        self.end_time = end_time
+        self.min_poll_interval = float(min_poll_interval)
+        self.max_poll_interval = float(max_poll_interval)
+        self.cancel_on_kill = cancel_on_kill
+        self.progress_log_interval = float(progress_log_interval)
+        self._unfinished: list[str] = list(batch_ids)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "batch_ids": list(self.batch_ids),
+                "claude_conn_id": self.claude_conn_id,
+                "end_time": self.end_time,
+                "min_poll_interval": self.min_poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "cancel_on_kill": self.cancel_on_kill,
+                "progress_log_interval": self.progress_log_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        client = await ClaudeHook(self.claude_conn_id).get_async_conn(max_retries=0)
+        snapshots: dict[str, BatchSnapshot] = {}
+        logged: dict[str, tuple[Any, ...]] = {}
+        delay = self.min_poll_interval
+        polls = 0
+        started = time.monotonic()
+        last_periodic_log = started
+        while True:
+            polls += 1
+            answers = await asyncio.gather(
+                *(client.messages.batches.retrieve(batch_id) for batch_id in self._unfinished),
+                return_exceptions=True,
+            )
+            transient: Exception | None = None
+            for batch_id, answer in zip(self._unfinished, answers, strict=True):
+                if isinstance(answer, TRANSIENT_API_ERRORS):
+                    transient = answer
+                    continue
+                if isinstance(answer, BaseException):
+                    yield self._event("error", snapshots, polls, _permanent_error_message(batch_id, answer))
+                    return
+                snapshot = BatchSnapshot.from_batch(answer)
+                snapshots[batch_id] = snapshot
+                if logged.get(batch_id) != snapshot.progress_key():
+                    logged[batch_id] = snapshot.progress_key()
+                    self.log.info("Claude %s", snapshot.describe())
+            self._unfinished = [b for b in self.batch_ids if b not in snapshots or not snapshots[b].ended]
+            if not self._unfinished:
+                yield self._event("ended", snapshots, polls, f"All {len(self.batch_ids)} batch(es) ended.")
+                return
+            now = time.time()
+            if self.end_time is not None and now >= self.end_time:
+                yield self._event(
+                    "timeout",
+                    snapshots,
+                    polls,
+                    f"Gave up waiting: {len(self._unfinished)} batch(es) still running at the task's "
+                    f"deadline ({', '.join(self._unfinished)}).",
+                )
+                return
+            if transient is not None:
+                delay = backoff_delay(delay, self.min_poll_interval, self.max_poll_interval, _retry_after(transient))
+                self.log.warning(
+                    "Polling Claude batches failed transiently (%s); still waiting, next look in %s.",
+                    _describe(transient),
+                    format_seconds(delay),
+                )
+            else:
+                delay = self._adaptive_delay(snapshots)
+            if time.monotonic() - last_periodic_log >= self.progress_log_interval:
+                last_periodic_log = time.monotonic()
+                self.log.info("%s", self._waiting_line(snapshots, time.monotonic() - started))
+            if self.end_time is not None:
+                delay = min(delay, max(self.end_time - now, 0.0))
+            await asyncio.sleep(delay)
+
+    def _adaptive_delay(self, snapshots: dict[str, BatchSnapshot]) -> float:
+        """Poll as often as the youngest unfinished batch deserves."""
+        now = datetime.now(timezone.utc)
+        elapsed = min(
+            elapsed_since(snapshots[b].created_at if b in snapshots else None, now, _NO_AGE) for b in self._unfinished
+        )
+        return next_poll_delay(elapsed, self.min_poll_interval, self.max_poll_interval)
+
+    def _waiting_line(self, snapshots: dict[str, BatchSnapshot], waited: float) -> str:
+        now = datetime.now(timezone.utc)
+        expiries = [seconds_until(snapshots[b].expires_at, now) for b in self._unfinished if b in snapshots]
+        known = [seconds for seconds in expiries if seconds is not None]
+        left = f"; {format_seconds(min(known))} left before the 24-hour expiry" if known else ""
+        return (
+            f"Still waiting on {len(self._unfinished)} of {len(self.batch_ids)} Claude batch(es) after "
+            f"{format_seconds(waited)}{left}. The API reports per-request outcomes only once a batch ends."
+        )
+
+    def _event(self, status: str, snapshots: dict[str, BatchSnapshot], polls: int, message: str) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "batch_ids": list(self.batch_ids),
+                "batches": [snapshots[b].as_dict() for b in self.batch_ids if b in snapshots],
+                "message": message,
+                "polls": polls,
+            }
+        )
+
+    async def on_kill(self) -> None:
+        """Cancel what is still running when a user kills the deferred task (Airflow 3.3+)."""
+        if not self.cancel_on_kill:
+            self.log.info("Task killed; leaving batches %s running (cancel_on_kill=False).", self._unfinished)
+            return
+        client = await ClaudeHook(self.claude_conn_id).get_async_conn()
+        for batch_id in self._unfinished:
+            try:
+                await client.messages.batches.cancel(batch_id)
+                self.log.info("Task killed; cancelled Claude batch %s.", batch_id)
+            except anthropic.APIError as error:
+                self.log.warning("Task killed; could not cancel Claude batch %s: %s", batch_id, _describe(error))
+
+
+def _retry_after(error: Exception) -> float | None:
+    if isinstance(error, anthropic.APIStatusError):
+        header = error.response.headers.get("retry-after")
+        try:
+            return float(header) if header else None
+        except ValueError:
+            return None
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, anthropic.APIStatusError):
+        return f"HTTP {error.status_code} {type(error).__name__}"
+    return type(error).__name__
+
+
+def _permanent_error_message(batch_id: str, error: BaseException) -> str:
+    if isinstance(error, anthropic.NotFoundError):
+        return (
+            f"Batch {batch_id} was not found (404): it was deleted, or the connection points at another "
+            "workspace or base URL than the one that created it."
+        )
+    if isinstance(error, anthropic.AuthenticationError):
+        return f"The API key was rejected (401) while waiting for batch {batch_id}; check the connection."
+    return f"Waiting for batch {batch_id} failed: {_describe(error)}: {error}"
+
+
+def wait_inline(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
+    """Run ``trigger`` to its single event in this process (the non-deferrable path).
+
+    Waiting in a worker and waiting in the triggerer are then one implementation, not two.
+    """
+
+    async def first_event() -> dict[str, Any]:
+        async for event in trigger.run():
+            return event.payload
+        raise RuntimeError("ClaudeBatchTrigger ended without an event")
+
+    return asyncio.run(first_event())
