@@ -54,9 +54,13 @@ def test_prompt_shorthand_overrides_defaults_and_keeps_its_custom_id():
 
 def test_multi_turn_images_tools_and_system_pass_through_untouched():
     messages = [
-        {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                   "data": "iVBORw0KGgo="}},
-                                     {"type": "text", "text": "What is this?"}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+                {"type": "text", "text": "What is this?"},
+            ],
+        },
         {"role": "assistant", "content": "A logo."},
         {"role": "user", "content": "Which company?"},
     ]
@@ -73,11 +77,15 @@ def test_multi_turn_images_tools_and_system_pass_through_untouched():
 
 
 def test_operator_defaults_fill_only_what_a_full_request_leaves_out():
-    defaults = RequestDefaults(model="claude-haiku-4-5", max_tokens=64, system="Be brief.",
-                               params={"temperature": 0.0, "top_k": 5})
-    items = [{"custom_id": "a", "params": {"model": "claude-opus-4-8", "messages": [{"role": "user",
-                                                                                    "content": "x"}],
-                                           "temperature": 1.0}}]
+    defaults = RequestDefaults(
+        model="claude-haiku-4-5", max_tokens=64, system="Be brief.", params={"temperature": 0.0, "top_k": 5}
+    )
+    items = [
+        {
+            "custom_id": "a",
+            "params": {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": "x"}], "temperature": 1.0},
+        }
+    ]
     [request] = decoded(prepare_requests(items, defaults))
     assert request["params"] == {
         "model": "claude-opus-4-8",
@@ -126,8 +134,9 @@ def test_non_string_custom_id():
 
 
 def test_duplicate_custom_ids_name_both_requests():
-    error = problems_of([{"custom_id": "a", "prompt": "x"}, {"custom_id": "b", "prompt": "y"},
-                         {"custom_id": "a", "prompt": "z"}])
+    error = problems_of(
+        [{"custom_id": "a", "prompt": "x"}, {"custom_id": "b", "prompt": "y"}, {"custom_id": "a", "prompt": "z"}]
+    )
     assert "request[2] (custom_id 'a'): duplicate custom_id, already used by request[0]" in str(error)
 
 
@@ -157,8 +166,15 @@ def test_stream_is_refused_with_the_synchronous_alternative():
 
 
 def test_shapes_that_are_not_requests():
-    error = problems_of([42, {"custom_id": "a"}, {"prompt": "x", "messages": []},
-                         {"custom_id": "b", "params": {}, "model": "m"}, {"params": "text"}])
+    error = problems_of(
+        [
+            42,
+            {"custom_id": "a"},
+            {"prompt": "x", "messages": []},
+            {"custom_id": "b", "params": {}, "model": "m"},
+            {"params": "text"},
+        ]
+    )
     text = str(error)
     assert "request[0]: a request must be a prompt string or a mapping, got int" in text
     assert "request[1] (custom_id 'a'): a request needs 'params' (the API's full form), 'prompt' or 'messages'" in text

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -59,11 +59,13 @@ _ERROR_MESSAGES: dict[str, str] = {
 }
 
 
-def _check_regex(value: str | None) -> str | None:
-    """Fail config validation early on a bad regex instead of at the first matching request."""
-    if value is not None:
-        re.compile(value)
-    return value
+def _compiles(pattern: str) -> str:
+    """Fail config validation on a bad regex instead of at the first matching request."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+    return pattern
 
 
 class OutcomeRule(BaseModel):
@@ -81,7 +83,10 @@ class OutcomeRule(BaseModel):
         description="Apply only the first N times a custom_id is processed (across batches).",
     )
 
-    _check = field_validator("match")(classmethod(lambda cls, v: _check_regex(v)))
+    @field_validator("match")
+    @classmethod
+    def _valid_regex(cls, value: str) -> str:
+        return _compiles(value)
 
     def applies(self, custom_id: str, occurrence: int) -> bool:
         """Whether this rule fires for the ``occurrence``-th (0-based) sighting of ``custom_id``."""
@@ -107,7 +112,10 @@ class FaultRule(BaseModel):
     message: str | None = None
     delay_seconds: float = Field(default=0.0, ge=0)
 
-    _check = field_validator("path")(classmethod(lambda cls, v: _check_regex(v)))
+    @field_validator("path")
+    @classmethod
+    def _valid_regex(cls, value: str | None) -> str | None:
+        return None if value is None else _compiles(value)
 
     @model_validator(mode="after")
     def _needs_effect(self) -> FaultRule:
@@ -152,7 +160,7 @@ class FaultInjector:
         Cut rules only make sense where rows are streamed, so they are skipped elsewhere.
         """
         for index, rule in enumerate(self._rules):
-            if rule.cut_after_rows is not None and rule.status is None and not streams_rows:
+            if rule.cut_after_rows is not None and not streams_rows:
                 continue
             if not rule.matches(method, path) or not self._fires(index, rule):
                 continue
@@ -217,8 +225,3 @@ def decide_outcome(
 def completion_fraction(custom_id: str) -> float:
     """``u`` in (0, 1]: when, as a fraction of the processing time, a request completes."""
     return (hash_int("completion", custom_id) + 1) / 2**64
-
-
-def describe(rule: Any) -> dict[str, Any]:
-    """JSON form of a rule, for the admin state."""
-    return rule.model_dump(exclude_defaults=True) if isinstance(rule, BaseModel) else dict(rule)

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE62_TABLE = bytes(ord(BASE62[b % 62]) for b in range(256))
 _MAX_SCHEMA_DEPTH = 12
 _DEF_RE = re.compile(r"(?m)^def ([A-Za-z_]\w*)\s*\(")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]*")
@@ -58,12 +59,8 @@ def hash_int(*parts: str) -> int:
 
 def stable_id(prefix: str, *parts: str, length: int = 24) -> str:
     """An id such as ``msg_<24 base62>`` derived from ``parts``, so re-renders are identical."""
-    n = int.from_bytes(_digest(*parts), "big")
-    chars = []
-    for _ in range(length):
-        n, r = divmod(n, 62)
-        chars.append(BASE62[r])
-    return prefix + "".join(chars)
+    digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=length).digest()
+    return prefix + digest.translate(_BASE62_TABLE).decode()
 
 
 def estimate_tokens(chars: int) -> int:
@@ -266,6 +263,8 @@ class PromptCache:
 
     def account(self, params: dict[str, Any]) -> CacheUsage:
         """Record the request's prefixes and return its cache usage."""
+        if _simple_prompt_chars(params) is not None:
+            return NO_CACHE  # plain strings cannot carry cache_control
         hasher = hashlib.blake2b(digest_size=16)
         chars = 0
         breakpoints: list[tuple[bytes, int, str]] = []
@@ -278,14 +277,28 @@ class PromptCache:
         if not breakpoints:
             return NO_CACHE
         read = max((tokens for key, tokens, _ in breakpoints if key in self._seen), default=0)
-        last_key, last_tokens, ttl = breakpoints[-1]
+        _, last_tokens, ttl = breakpoints[-1]
         self._seen.update(key for key, _, _ in breakpoints)
         return CacheUsage(write_tokens=max(0, last_tokens - read), read_tokens=read, ttl=ttl)
 
 
 def input_token_count(params: dict[str, Any]) -> int:
     """Total prompt tokens: chars/4 of tools, system and every message block."""
-    return estimate_tokens(sum(len(text) for text, _, _ in _prompt_units(params)))
+    return estimate_tokens(_simple_prompt_chars(params) or sum(len(text) for text, _, _ in _prompt_units(params)))
+
+
+def _simple_prompt_chars(params: dict[str, Any]) -> int | None:
+    """Fast path for the common all-strings prompt (keeps 100k-line result streams quick)."""
+    system = params.get("system") or ""
+    if params.get("tools") or not isinstance(system, str):
+        return None
+    total = len(system)
+    for message in params["messages"]:
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str):
+            return None
+        total += len(content)
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,16 +432,20 @@ class _SchemaFaker:
 
     def _format_value(self, fmt: Any, path: str) -> str | None:
         word = re.sub(r"[^a-z0-9]", "", self._words[self._h(path) % len(self._words)].lower()) or "x"
-        return {
-            "date-time": "2025-01-15T12:00:00Z",
-            "date": "2025-01-15",
-            "time": "12:00:00",
-            "email": f"{word}@example.com",
-            "uri": f"https://example.com/{word}",
-            "url": f"https://example.com/{word}",
-            "uuid": str(uuid.UUID(int=self._h(path) << 64 | self._h(path + "u"))),
-            "ipv4": "192.0.2.10",
-        }.get(fmt) if isinstance(fmt, str) else None
+        return (
+            {
+                "date-time": "2025-01-15T12:00:00Z",
+                "date": "2025-01-15",
+                "time": "12:00:00",
+                "email": f"{word}@example.com",
+                "uri": f"https://example.com/{word}",
+                "url": f"https://example.com/{word}",
+                "uuid": str(uuid.UUID(int=self._h(path) << 64 | self._h(path + "u"))),
+                "ipv4": "192.0.2.10",
+            }.get(fmt)
+            if isinstance(fmt, str)
+            else None
+        )
 
     @staticmethod
     def _bounds(schema: dict[str, Any], step: float) -> tuple[float, float]:
@@ -493,6 +510,8 @@ def _schema_value(params: dict[str, Any], schema: dict[str, Any], salt: str, inv
 
 def _pytest_answer(prompt: str) -> str | None:
     """A runnable pytest module for the public functions in a prompt asking for pytest tests."""
+    if "def " not in prompt:
+        return None
     if "pytest" not in prompt.lower() and not re.search(r"(?i)\bunit tests?\b", prompt):
         return None
     fenced = _FENCE_RE.findall(prompt)
@@ -519,7 +538,9 @@ def _pytest_header(prompt: str, source: str, names: list[str]) -> str:
     try:
         compile(code, "<source>", "exec")
     except SyntaxError:
-        return 'import inspect\n\nimport pytest\n\npytest.skip("source under test not found", allow_module_level=True)\n'
+        return (
+            'import inspect\n\nimport pytest\n\npytest.skip("source under test not found", allow_module_level=True)\n'
+        )
     return f"import inspect\n\n# --- code under test (inlined: the prompt named no module) ---\n{code.rstrip()}\n"
 
 

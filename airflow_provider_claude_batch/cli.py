@@ -1,0 +1,89 @@
+"""The ``claude-batch`` command line.
+
+Each subcommand is a pair of functions (one adds its arguments, one runs it) registered in
+``SUBCOMMANDS``, so new subcommands are one entry away. Imports of heavy modules happen inside
+the run functions, keeping ``claude-batch --help`` instant and free of Airflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = ["SUBCOMMANDS", "build_parser", "main"]
+
+
+def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``claude-batch emulator``; unset flags fall back to the config file and env."""
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to bind, 0 = any free port (default 8765)")
+    parser.add_argument("--processing-seconds", type=float, help="real seconds a batch takes (default 2)")
+    parser.add_argument("--cancel-seconds", type=float, help="real seconds a cancel takes (default 0.5)")
+    parser.add_argument("--time-scale", type=float, help="divides the 24 h expiry and 29 d archival windows")
+    parser.add_argument("--api-key", help="accept only this API key (default: any non-empty key)")
+    parser.add_argument("--seed", type=int, help="seed for fault injection and random rates")
+    parser.add_argument("--config", metavar="FILE.json", help="JSON file with any EmulatorConfig fields")
+
+
+def run_emulator_command(args: argparse.Namespace) -> int:
+    """Serve the emulator in the foreground until Ctrl-C / SIGTERM."""
+    from airflow_provider_claude_batch.testing.emulator import load_config, run_emulator
+
+    config = load_config(
+        args.config,
+        processing_seconds=args.processing_seconds,
+        cancel_seconds=args.cancel_seconds,
+        time_scale=args.time_scale,
+        api_key=args.api_key,
+        seed=args.seed,
+    )
+
+    def announce(url: str) -> None:
+        key = config.api_key or "test-key"
+        print(f"Claude API emulator listening on {url}", flush=True)
+        print(f"  admin:      {url}/_emulator/state  (POST {url}/_emulator/config, /_emulator/reset)")
+        print(f"  SDK:        anthropic.Anthropic(api_key={key!r}, base_url={url!r})")
+        print(
+            "  Airflow:    export AIRFLOW_CONN_CLAUDE_DEFAULT="
+            f'\'{{"conn_type": "claude", "password": "{key}", "host": "{url}"}}\''
+        )
+        print(
+            f"  batches end after {config.processing_seconds:g} s; press Ctrl-C to stop.",
+            flush=True,
+        )
+
+    run_emulator(config, args.host, args.port, on_ready=announce)
+    return 0
+
+
+Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "emulator": (
+        "run a local emulator of the Anthropic Message Batches and Messages APIs",
+        add_emulator_arguments,
+        run_emulator_command,
+    ),
+}
+"""name -> (help, add_arguments, run). Add an entry to add a subcommand."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="claude-batch", description="Tools for airflow-provider-claude-batch.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, add_arguments, run) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``claude-batch`` console script."""
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

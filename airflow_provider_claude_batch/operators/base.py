@@ -1,0 +1,197 @@
+"""What every Claude operator shares: request inputs and defaults, where results land, the manifest
+and the partial-failure policy. Moving a task between the batch and the synchronous route is
+swapping the class; everything here stays the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, ObjectStoragePath
+
+from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.pricing import TokenUsage, cost_of
+from airflow_provider_claude_batch.requests import (
+    PreparedRequests,
+    RequestDefaults,
+    RequestSourceError,
+    iter_jsonl,
+    prepare_requests,
+)
+from airflow_provider_claude_batch.results import ResultTally, failure_verdict
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+RESULTS_FILE = "results.jsonl"
+MANIFEST_FILE = "manifest.json"
+
+
+class ClaudeTaskError(RuntimeError):
+    """A Claude task failed; the message says why and where its results are."""
+
+
+class ClaudeRequestsOperator(BaseOperator):
+    """Base for operators that send a set of Claude requests and land one row per request.
+
+    :param requests: the requests: a list (prompt strings, ``{"prompt": ..., **overrides}``,
+        ``{"messages": [...], **overrides}`` or the API's ``{"custom_id": ..., "params": {...}}``),
+        an upstream ``XComArg``, or the URI of a JSONL file (``file://``, ``s3://``, ... read with
+        ``ObjectStoragePath``; one request per line) for inputs too large for XCom.
+    :param model: default model for requests that do not name one (else the connection's).
+    :param max_tokens: default output ceiling per request.
+    :param system: default system prompt.
+    :param request_params: other default Messages API parameters (``temperature``, ``tools``, ...).
+    :param claude_conn_id: the Airflow connection (type ``claude``).
+    :param results_uri: folder (``ObjectStoragePath`` URI) for ``results.jsonl`` and
+        ``manifest.json``; defaults to ``$AIRFLOW_HOME/claude_batch_results/<dag>/<run>/<task>``.
+    :param max_failed_fraction: the share of requests allowed not to succeed before the task fails
+        (0 = any failure fails the task; the results land either way).
+    """
+
+    template_fields: Sequence[str] = (
+        "requests",
+        "model",
+        "max_tokens",
+        "system",
+        "request_params",
+        "claude_conn_id",
+        "results_uri",
+        "max_failed_fraction",
+    )
+    template_fields_renderers = {"requests": "json", "request_params": "json", "system": "md"}
+
+    def __init__(
+        self,
+        *,
+        requests: Any,
+        model: str | None = None,
+        max_tokens: int | None = 1024,
+        system: str | list[Any] | None = None,
+        request_params: dict[str, Any] | None = None,
+        claude_conn_id: str = ClaudeHook.default_conn_name,
+        results_uri: str | None = None,
+        max_failed_fraction: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.requests = requests
+        self.model = model
+        self.max_tokens = max_tokens
+        self.system = system
+        self.request_params = request_params or {}
+        self.claude_conn_id = claude_conn_id
+        self.results_uri = results_uri
+        self.max_failed_fraction = max_failed_fraction
+
+    @property
+    def hook(self) -> ClaudeHook:
+        return ClaudeHook(self.claude_conn_id)
+
+    def prepare(self) -> PreparedRequests:
+        """Read, normalise and validate every request; raises before any network call."""
+        _check_fraction(self.max_failed_fraction)
+        defaults = RequestDefaults(
+            model=self.model or self.hook.default_model,
+            max_tokens=self.max_tokens,
+            system=self.system,
+            params=self.request_params,
+        )
+        if isinstance(self.requests, str):
+            return self._prepare_from_uri(self.requests, defaults)
+        if isinstance(self.requests, dict) or not isinstance(self.requests, Iterable):
+            raise TypeError(
+                "requests must be a list of requests, an XComArg resolving to one, or the URI of a JSONL "
+                f"file; got {type(self.requests).__name__}"
+            )
+        return prepare_requests(self.requests, defaults)
+
+    @staticmethod
+    def _prepare_from_uri(uri: str, defaults: RequestDefaults) -> PreparedRequests:
+        path = ObjectStoragePath(uri)
+        if not path.exists():
+            raise RequestSourceError(
+                f"requests={uri!r} is read as the URI of a JSONL file, but there is no such file. "
+                "Pass a list to send prompts directly, or fix the path."
+            )
+        with path.open("rb") as lines:
+            return prepare_requests(iter_jsonl(lines, uri), defaults, source=uri)
+
+    def results_folder(self, context: Context) -> ObjectStoragePath:
+        """Where this task instance's results land (created if missing)."""
+        if self.results_uri:
+            folder = ObjectStoragePath(self.results_uri)
+        else:
+            ti = context["ti"]
+            home = os.environ.get("AIRFLOW_HOME") or os.path.expanduser("~/airflow")
+            parts = [ti.dag_id, ti.run_id, ti.task_id]
+            map_index = getattr(ti, "map_index", -1)
+            if map_index is not None and map_index >= 0:
+                parts.append(f"map_{map_index}")
+            safe = "/".join(re.sub(r"[^A-Za-z0-9._=-]", "_", part) for part in parts)
+            folder = ObjectStoragePath(f"file://{home}/claude_batch_results/{safe}")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def finish(
+        self, folder: ObjectStoragePath, tally: ResultTally, route: str, extra: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Write the manifest, log the one-line cost summary, apply the failure policy.
+
+        :param folder: where ``results.jsonl`` was published.
+        :param tally: counts and usage of every landed row.
+        :param route: ``batch`` or ``sync``: which prices the usage was billed at.
+        :param extra: route-specific manifest entries (batch ids, rounds, ...).
+        """
+        usage_by_model = {model: TokenUsage(*totals) for model, totals in sorted(tally.usage_by_model.items())}
+        cost = cost_of(usage_by_model)
+        results_path = folder / RESULTS_FILE
+        manifest = {
+            **extra,
+            "route": route,
+            "results_uri": str(results_path),
+            "manifest_uri": str(folder / MANIFEST_FILE),
+            "request_count": tally.total,
+            "counts": dict(tally.counts),
+            "usage": tally.usage_totals(),
+            "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
+            "cost": cost.as_dict(),
+            "error_types": dict(tally.error_types),
+            "landed_at": datetime.now(timezone.utc).isoformat(),
+        }
+        write_json(folder / MANIFEST_FILE, manifest)
+        billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
+        self.log.info(
+            "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
+            "Cost $%.4f on the %s route ($%.4f on the other; batch saves $%.4f; prices as of %s).",
+            tally.total,
+            results_path,
+            ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
+            *tally.usage_totals().values(),
+            billed,
+            route,
+            other,
+            cost.saving_usd,
+            cost.prices_as_of.isoformat(),
+        )
+        verdict = failure_verdict(tally.counts, self.max_failed_fraction)
+        if verdict:
+            raise ClaudeTaskError(f"{verdict}. Every row, failures included, is in {results_path}.")
+        return manifest
+
+
+def _check_fraction(value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"max_failed_fraction must be a number from 0 to 1, got {value!r}")
+
+
+def write_json(path: ObjectStoragePath, payload: dict[str, Any]) -> None:
+    """Write JSON under a temporary name and rename it into place."""
+    temporary = path.parent / f".{path.name}.tmp"
+    with temporary.open("w") as out:
+        json.dump(payload, out, indent=2, sort_keys=True)
+    temporary.rename(path)
