@@ -57,6 +57,29 @@ def run_emulator_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``claude-batch demo``."""
+    from airflow_provider_claude_batch.demo import DEFAULT_DAGS
+
+    parser.add_argument("dag_ids", nargs="*", default=list(DEFAULT_DAGS), help="example DAGs to run")
+    parser.add_argument("--dags-folder", default="dags_examples", help="folder of DAG files (default dags_examples)")
+    parser.add_argument(
+        "--airflow-home", default=".demo/airflow", help="throwaway AIRFLOW_HOME with SQLite (default .demo/airflow)"
+    )
+    parser.add_argument("--processing-seconds", type=float, default=3.0, help="how long each batch takes")
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Run the example DAGs end to end on SQLite Airflow and the emulator."""
+    from pathlib import Path
+
+    from airflow_provider_claude_batch.demo import run_demo
+
+    return run_demo(
+        Path(args.dags_folder).resolve(), Path(args.airflow_home).resolve(), args.dag_ids, args.processing_seconds
+    )
+
+
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -64,6 +87,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "run a local emulator of the Anthropic Message Batches and Messages APIs",
         add_emulator_arguments,
         run_emulator_command,
+    ),
+    "demo": (
+        "run the example DAGs end to end, offline (SQLite Airflow + the emulator, no API key)",
+        add_demo_arguments,
+        run_demo_command,
     ),
 }
 """name -> (help, add_arguments, run). Add an entry to add a subcommand."""

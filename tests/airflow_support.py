@@ -25,8 +25,11 @@ def register_dag(dag: Any) -> None:
     Airflow 3.3's ``dag.test()`` runs only DAGs it finds serialised in a bundle.
     """
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
 
+    try:
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+    except ImportError:  # Airflow 3.1 keeps them in airflow.models.dagbag
+        from airflow.models.dagbag import DagBag, sync_bag_to_db  # type: ignore[no-redef]
     DagBundlesManager().sync_bundles_to_db()
     bag = DagBag(collect_dags=False)
     bag.bag_dag(dag)

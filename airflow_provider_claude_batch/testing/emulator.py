@@ -718,13 +718,28 @@ class RowStreamResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        for chunk in self._chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        if self._cut:
-            await asyncio.sleep(0.01)  # let the rows reach the socket before it is closed
-            return
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        gone = asyncio.Event()
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, gone))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for chunk in self._chunks:
+                if gone.is_set():
+                    return  # the client hung up: stop rendering rows nobody will read
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await asyncio.sleep(0)  # yield: lets other requests and disconnect detection run
+            if self._cut:
+                await asyncio.sleep(0.01)  # let the rows reach the socket before it is closed
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    """Set ``gone`` when the client disconnects (uvicorn otherwise drops our sends silently)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 class _DropCutNoise(logging.Filter):
@@ -978,8 +993,11 @@ def build_app(state: EmulatorState | None = None) -> Starlette:
 def _bind(host: str, port: int) -> socket.socket:
     """Bind (and so reserve) the port up front, so ``port=0`` yields a known free port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # An explicit IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+    # proto is TCP, and without it every response pays ~40 ms of Nagle/delayed-ACK latency.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host, port))
     sock.set_inheritable(True)
     return sock

@@ -9,6 +9,7 @@ Nothing here knows about HTTP or batches; :mod:`.emulator` wires it to the wire 
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import math
@@ -32,10 +33,12 @@ __all__ = [
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _BASE62_TABLE = bytes(ord(BASE62[b % 62]) for b in range(256))
-_MAX_SCHEMA_DEPTH = 12
+_SHALLOW_DEPTH = 4  # past this, only required fields, minimal arrays, null optionals
+_MAX_DEPTH = 64  # unsatisfiable (infinitely recursive) schemas stop here
 _DEF_RE = re.compile(r"(?m)^def ([A-Za-z_]\w*)\s*\(")
 _WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]*")
-_MODULE_RE = re.compile(r"\b([A-Za-z_]\w*)\.py\b|\bmodule\s+`?([A-Za-z_][\w.]*)`?")
+_MODULE_RE = re.compile(r"\b([A-Za-z_]\w*)\.py\b|\bmodule\s+`([A-Za-z_][\w.]*)`")
+_CODE_START_RE = re.compile(r"(def |async def |class |import \w|from [\w.]+ import |@\w)")
 _FENCE_RE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
@@ -82,8 +85,7 @@ def _type_name_error(value: Any, kind: str) -> str | None:
     }
     if checks[kind]:
         return None
-    article = "an" if kind == "integer" else "a"
-    return f"Input should be {article} valid {kind}"
+    return f"Input should be a valid {kind}"
 
 
 def shallow_params_error(params: Any, prefix: str = "", *, batch: bool = False) -> str | None:
@@ -337,6 +339,8 @@ class _SchemaFaker:
     def value(self, schema: Any, path: str = "$", depth: int = 0) -> Any:
         """A valid instance of ``schema`` at JSON path ``path``."""
         schema = self._resolve(schema)
+        if depth > _MAX_DEPTH:
+            return None
         if "const" in schema:
             return schema["const"]
         if isinstance(schema.get("enum"), list) and schema["enum"]:
@@ -362,7 +366,7 @@ class _SchemaFaker:
         """First non-null branch (null only if deep in a recursive structure)."""
         resolved = [self._resolve(b) for b in branches]
         non_null = [b for b in resolved if b.get("type") != "null"]
-        if depth > _MAX_SCHEMA_DEPTH // 2 and len(non_null) < len(resolved):
+        if depth > _SHALLOW_DEPTH and len(non_null) < len(resolved):
             return {"type": "null"}
         return non_null[0] if non_null else resolved[0]
 
@@ -398,7 +402,7 @@ class _SchemaFaker:
     def _object(self, schema: dict[str, Any], path: str, depth: int) -> dict[str, Any]:
         props: dict[str, Any] = schema.get("properties") or {}
         required = set(schema.get("required") or [])
-        shallow = depth < _MAX_SCHEMA_DEPTH // 2
+        shallow = depth < _SHALLOW_DEPTH
         return {
             name: self.value(sub, f"{path}.{name}", depth + 1)
             for name, sub in props.items()
@@ -407,7 +411,7 @@ class _SchemaFaker:
 
     def _array(self, schema: dict[str, Any], path: str, depth: int) -> list[Any]:
         low = int(schema.get("minItems", 0))
-        count = max(low, 2 if depth < _MAX_SCHEMA_DEPTH // 2 else 0)
+        count = max(low, 2 if depth < _SHALLOW_DEPTH else 0)
         if "maxItems" in schema:
             count = min(count, int(schema["maxItems"]))
         items = schema.get("items", {})
@@ -509,49 +513,78 @@ def _schema_value(params: dict[str, Any], schema: dict[str, Any], salt: str, inv
 
 
 def _pytest_answer(prompt: str) -> str | None:
-    """A runnable pytest module for the public functions in a prompt asking for pytest tests."""
+    """A runnable pytest module for the public functions in a prompt asking for pytest tests.
+
+    Example DAGs write these answers to disk and run them, so the module must compile and pass:
+    each test checks the function exists and has the parameters the source declares.
+    """
     if "def " not in prompt:
         return None
     if "pytest" not in prompt.lower() and not re.search(r"(?i)\bunit tests?\b", prompt):
         return None
     fenced = _FENCE_RE.findall(prompt)
-    source = "\n".join(fenced) if fenced else prompt
-    names = [n for n in dict.fromkeys(_DEF_RE.findall(source)) if not n.startswith("_")]
-    if not names:
+    code = _extract_code("\n".join(fenced) if fenced else prompt)
+    functions = _public_functions(code)
+    if not functions:
         return None
-    header = _pytest_header(prompt, source, names)
-    tests = "\n\n".join(
-        f"def test_{name}():\n    assert callable({name})\n    assert inspect.signature({name}) is not None\n"
-        for name in names
+    names = list(functions)
+    module = f"{_pytest_header(prompt, code, names)}\n\n" + "\n\n".join(
+        _pytest_case(name, parameters) for name, parameters in functions.items()
     )
-    module = f"{header}\n\n{tests}"
     return f"Here are pytest tests for {', '.join(names)}:\n\n```python\n{module}```\n"
 
 
-def _pytest_header(prompt: str, source: str, names: list[str]) -> str:
+def _public_functions(code: str) -> dict[str, list[str] | None]:
+    """Top-level public functions and their parameter names (None when the code does not parse)."""
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return {n: None for n in dict.fromkeys(_DEF_RE.findall(code)) if not n.startswith("_")}
+    found: dict[str, list[str] | None] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            args = node.args
+            ordered = [*args.posonlyargs, *args.args, args.vararg, *args.kwonlyargs, args.kwarg]
+            found[node.name] = [a.arg for a in ordered if a is not None]
+    return found
+
+
+def _pytest_case(name: str, parameters: list[str] | None) -> str:
+    """One test function: callable, and (when known) the declared parameter names."""
+    lines = [f"def test_{name}():", f"    assert callable({name})"]
+    if parameters is not None:
+        lines.append(f"    assert list(inspect.signature({name}).parameters) == {parameters!r}")
+    return "\n".join(lines) + "\n"
+
+
+def _pytest_header(prompt: str, code: str, names: list[str]) -> str:
     """Imports for the generated tests: the named module, else the inlined source under test."""
     match = _MODULE_RE.search(prompt)
     module = (match.group(1) or match.group(2)) if match else None
     if module and module.replace(".", "_").isidentifier():
         return f"import inspect\n\nfrom {module} import {', '.join(names)}\n"
-    code = _extract_code(source)
     try:
         compile(code, "<source>", "exec")
     except SyntaxError:
-        return (
-            'import inspect\n\nimport pytest\n\npytest.skip("source under test not found", allow_module_level=True)\n'
-        )
+        skip = 'pytest.skip("source under test not found", allow_module_level=True)'
+        return f"import inspect\n\nimport pytest\n\n{skip}\n"
     return f"import inspect\n\n# --- code under test (inlined: the prompt named no module) ---\n{code.rstrip()}\n"
 
 
 def _extract_code(source: str) -> str:
-    """Python source in ``source``: from its first top-level def/class/import line onward."""
+    """Python source in ``source``: from its first def/class/import line to the longest prefix
+    that compiles (so prose after an unfenced snippet is dropped)."""
     lines = source.splitlines()
-    start = next(
-        (i for i, line in enumerate(lines) if re.match(r"(def|class|import|from|@)\s*\w", line)),
-        0,
-    )
-    return "\n".join(lines[start:]) + "\n"
+    start = next((i for i, line in enumerate(lines) if _CODE_START_RE.match(line)), 0)
+    lines = lines[start:]
+    for end in range(len(lines), max(0, len(lines) - 200), -1):
+        code = "\n".join(lines[:end]) + "\n"
+        try:
+            compile(code, "<source>", "exec")
+        except SyntaxError:
+            continue
+        return code
+    return "\n".join(lines) + "\n"
 
 
 def _plain_answer(prompt: str, params: dict[str, Any]) -> str:

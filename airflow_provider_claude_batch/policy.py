@@ -1,0 +1,380 @@
+"""The routing policy: refuse ``ClaudeBatchOperator`` tasks whose work somebody waits on.
+
+Airflow loads this module through the ``airflow.policy`` entry point (name
+``claude_batch_routing``) and calls :func:`task_policy` for every task of every DAG it parses. For a
+``ClaudeBatchOperator`` task the policy builds the task's :class:`~.routing.Workload` from what the
+DAG file says, asks :func:`~.routing.decide_route`, and when the answer is "sync" raises
+``AirflowClusterPolicyViolation``: the DAG is not loaded and the refusal shows as an import error
+(UI, ``airflow dags list-import-errors``) naming the task, the reasons, where they came from and the
+fix. Other DAGs of the same file still load.
+
+Where the workload comes from (every source is read; see :func:`workload_for_task`):
+
+* the operator's own declaration: ``workload=Workload(...)``, ``blocking=True``, ``deadline=...``;
+* the DAG tag ``blocking``;
+* ``execution_timeout``: a hard limit on the wait, so a deadline;
+* every ``DeadlineAlert`` on the DAG with a ``timedelta`` interval (a ``VariableInterval`` is
+  resolved only when a run is created, so it is unknown here and ignored);
+* the DAG's schedule period, read as ``refresh_every``, unless the task declares
+  ``workload=Workload(waiting="nobody", ...)`` (an explicit declaration wins over this inference
+  and over nothing else);
+* request parameters only the Messages API honours (``stream``, ``speed: "fast"``) in
+  ``request_params`` or in literal ``requests`` (requests from an XCom or a file are unknown until
+  the task runs; ``ClaudeBatchOperator.execute`` checks them then).
+
+When several sources set the same thing the strictest wins: the shortest deadline, the shortest
+refresh, and somebody waiting over nobody. ``ClaudeBatchOperator.execute`` repeats the same check
+(:func:`batch_route_refusal`) before anything is submitted, so a deployment without the policy is
+still safe. ``[claude_batch] enforce_routing = False`` (``AIRFLOW__CLAUDE_BATCH__ENFORCE_ROUTING``)
+switches both off. ``ClaudeMessageOperator`` is never refused: sync work is never harmed by the
+rule, and the ``claude-batch audit`` command points out sync tasks that could be batched.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowClusterPolicyViolation
+from airflow.policies import hookimpl
+
+from airflow_provider_claude_batch.requests import RequestDefaults, normalize_request
+from airflow_provider_claude_batch.routing import (
+    BATCH_WINDOW,
+    DecidedBy,
+    RoutingDecision,
+    Workload,
+    decide_route,
+    format_duration,
+)
+from airflow_provider_claude_batch.schedule import schedule_period
+
+if TYPE_CHECKING:
+    from airflow_provider_claude_batch.requests import PreparedRequests
+
+__all__ = [
+    "BLOCKING_TAG",
+    "CONFIG_OPTION",
+    "CONFIG_SECTION",
+    "batch_route_refusal",
+    "refusal_message",
+    "routing_enforced",
+    "task_policy",
+    "workload_for_task",
+]
+
+CONFIG_SECTION = "claude_batch"
+CONFIG_OPTION = "enforce_routing"
+BLOCKING_TAG = "blocking"
+_BATCH_OPERATOR_MODULE = "airflow_provider_claude_batch.operators.batch"
+# How many custom ids a source description quotes before it says "and N more".
+_IDS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Source:
+    """One thing in the DAG file that went into the workload.
+
+    :param text: what it is, for people: "the operator argument blocking=True".
+    :param questions: the rule's questions this source pushes towards sync (empty when it only
+        informs, e.g. a weekly schedule); the refusal quotes the sources behind its deciding question.
+    """
+
+    text: str
+    questions: frozenset[DecidedBy] = frozenset()
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# --------------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------------
+
+
+def routing_enforced() -> bool:
+    """Whether ``[claude_batch] enforce_routing`` is on (the default)."""
+    # Imported when asked, not at module import: Airflow loads this module while it initialises
+    # its settings, before the SDK's configuration should be touched.
+    from airflow.sdk import conf
+
+    return conf.getboolean(CONFIG_SECTION, CONFIG_OPTION, fallback=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading a task, plain or mapped
+# --------------------------------------------------------------------------------------------------
+
+
+def operator_class(task: Any) -> type | None:
+    """The operator class of a task; for ``Op.partial(...).expand(...)`` the class being mapped."""
+    if getattr(task, "is_mapped", False):
+        cls = getattr(task, "operator_class", None)
+        return cls if isinstance(cls, type) else None
+    return type(task)
+
+
+def is_batch_task(task: Any) -> bool:
+    """Whether ``task`` is a ``ClaudeBatchOperator`` (or subclass), mapped or not."""
+    # If the operator module was never imported, no task in this process can be one of ours; this
+    # keeps the policy from importing the operator (and the SDK client) for every DAG Airflow parses.
+    module = sys.modules.get(_BATCH_OPERATOR_MODULE)
+    cls = operator_class(task)
+    return module is not None and cls is not None and issubclass(cls, module.ClaudeBatchOperator)
+
+
+def _declared_values(task: Any, name: str) -> list[Any]:
+    """What the DAG file gave for the operator argument ``name``: one value, or one per mapped task.
+
+    A plain operator holds its arguments as attributes. A mapped one holds ``partial()`` arguments in
+    ``partial_kwargs`` and ``expand()`` arguments in ``expand_input``: a literal list there gives one
+    value per mapped task; an XCom there is unknown until the run and yields nothing.
+    """
+    if not getattr(task, "is_mapped", False):
+        value = getattr(task, name, None)
+        return [] if value is None else [value]
+    values: list[Any] = []
+    partial = getattr(task, "partial_kwargs", None) or {}
+    if partial.get(name) is not None:
+        values.append(partial[name])
+    expanded = getattr(getattr(task, "expand_input", None), "value", None)
+    if isinstance(expanded, Mapping) and isinstance(expanded.get(name), (list, tuple)):
+        values.extend(value for value in expanded[name] if value is not None)  # .expand(name=[...])
+    elif isinstance(expanded, (list, tuple)):  # .expand_kwargs([{...}, ...])
+        values.extend(kw[name] for kw in expanded if isinstance(kw, Mapping) and kw.get(name) is not None)
+    return values
+
+
+def _declared(task: Any, name: str) -> Any:
+    values = _declared_values(task, name)
+    return values[0] if values else None
+
+
+# --------------------------------------------------------------------------------------------------
+# The inference
+# --------------------------------------------------------------------------------------------------
+
+
+def workload_for_task(task: Any) -> tuple[Workload, list[str]]:
+    """The workload a task's DAG file describes, and a description of each source used.
+
+    :param task: an operator or a mapped operator, attached to its DAG (as a policy receives it).
+    """
+    workload, sources = _infer(task)
+    return workload, [source.text for source in sources]
+
+
+def batch_route_refusal(task: Any, prepared: PreparedRequests | None = None) -> RoutingDecision | None:
+    """The decision that refuses running ``task`` on the batch route, or ``None`` when batch is right.
+
+    :param task: the task, as the policy or ``execute()`` sees it.
+    :param prepared: the task's validated requests, once known (requests from an XCom or a file
+        are read only at run time); any asking for the fast speed mode needs the Messages API.
+    """
+    workload, _ = _infer(task, prepared)
+    decision = decide_route(workload)
+    return decision if decision.route == "sync" else None
+
+
+def refusal_message(task: Any, decision: RoutingDecision, prepared: PreparedRequests | None = None) -> str:
+    """The text of a refusal: the task, every reason, the sources behind them, and the fix."""
+    _, sources = _infer(task, prepared)
+    behind = [source.text for source in sources if decision.decided_by in source.questions]
+    dag = getattr(task, "dag", None)
+    where = f"Task {task.task_id!r} in DAG {dag.dag_id!r}" if dag is not None else f"Task {task.task_id!r}"
+    reasons = decision.reasons
+    why = reasons[0] if len(reasons) == 1 else " ".join(f"({n}) {reason};" for n, reason in enumerate(reasons, 1))
+    return (
+        f"{where} uses ClaudeBatchOperator, but this work belongs on the synchronous Messages API. "
+        f"Why: {why.rstrip(';')}. "
+        f"Found in: {'; '.join(behind) or 'the declared workload'}. "
+        f"Fix: {decision.fix_hint} "
+        f"(To switch this check off: [{CONFIG_SECTION}] {CONFIG_OPTION} = False, e.g. "
+        f"AIRFLOW__{CONFIG_SECTION.upper()}__{CONFIG_OPTION.upper()}=False.)"
+    )
+
+
+def _infer(task: Any, prepared: PreparedRequests | None = None) -> tuple[Workload, list[Source]]:
+    builder = _WorkloadBuilder(_declared(task, "workload"))
+    builder.blocking(task)
+    builder.deadlines(task)
+    builder.schedule(task)
+    builder.capabilities(task, prepared)
+    return builder.workload, builder.sources
+
+
+class _WorkloadBuilder:
+    """Folds every source into one Workload; the strictest value wins where two sources overlap."""
+
+    def __init__(self, declared: Any) -> None:
+        self.sources: list[Source] = []
+        if declared is None:
+            self.workload = Workload()
+            self.declared_nobody = False
+            return
+        if not isinstance(declared, Workload):
+            raise TypeError(
+                "workload= must be an airflow_provider_claude_batch.routing.Workload, "
+                f"got {type(declared).__name__} {declared!r}"
+            )
+        self.workload = declared
+        self.declared_nobody = declared.waiting == "nobody"
+        self.sources.append(Source(f"the operator argument workload={_describe_workload(declared)}", _questions(declared)))
+
+    def _set(self, **changes: Any) -> None:
+        self.workload = dataclasses.replace(self.workload, **changes)
+
+    def blocking(self, task: Any) -> None:
+        found = []
+        if _declared(task, "blocking"):
+            found.append("the operator argument blocking=True")
+        dag = getattr(task, "dag", None)
+        if dag is not None and BLOCKING_TAG in (dag.tags or ()):
+            found.append(f"the DAG tag {BLOCKING_TAG!r}")
+        if not found:
+            return
+        # "Blocking" says something is held up without saying who; a declared "person" is more precise.
+        if self.workload.waiting == "nobody":
+            self._set(waiting="pipeline")
+        self.sources.extend(Source(text, frozenset({"waiting"})) for text in found)
+
+    def deadlines(self, task: Any) -> None:
+        declared = _declared(task, "deadline")
+        if declared is not None:
+            if not isinstance(declared, timedelta):
+                raise TypeError(f"deadline= must be a datetime.timedelta, got {type(declared).__name__} {declared!r}")
+            self._deadline(declared, f"the operator argument deadline={format_duration(declared)}")
+        timeout = getattr(task, "execution_timeout", None)
+        if isinstance(timeout, timedelta):
+            self._deadline(timeout, f"execution_timeout={format_duration(timeout)} (a hard limit on the wait)")
+        dag = getattr(task, "dag", None)
+        for alert in getattr(dag, "deadline", None) or ():
+            interval = getattr(alert, "interval", None)
+            # VariableInterval is resolved when a run is created: unknown at parse time, so ignored.
+            if isinstance(interval, timedelta):
+                name = f" {alert.name!r}" if getattr(alert, "name", None) else ""
+                reference = type(getattr(alert, "reference", None)).__name__.removesuffix("Deadline")
+                self._deadline(
+                    interval, f"the DAG's DeadlineAlert{name} of {format_duration(interval)} after {reference}"
+                )
+
+    def _deadline(self, value: timedelta, text: str) -> None:
+        if value <= timedelta(0):
+            return  # not a usable deadline (e.g. an alert before its reference); Workload rejects it
+        current = self.workload.deadline
+        if current is None or value < current:
+            self._set(deadline=value)
+        self.sources.append(Source(text, frozenset({"time"}) if value < BATCH_WINDOW else frozenset()))
+
+    def schedule(self, task: Any) -> None:
+        if self.declared_nobody:
+            return  # the task says nobody waits on fresh results: the explicit declaration wins
+        dag = getattr(task, "dag", None)
+        period = schedule_period(getattr(dag, "timetable", None)) if dag is not None else None
+        if period is None:
+            return
+        current = self.workload.refresh_every
+        if current is None or period.shortest < current:
+            self._set(refresh_every=period.shortest)
+        self.sources.append(
+            Source(
+                f"the DAG's schedule {period.text!r} (a run every {format_duration(period.shortest)}), "
+                "read as refresh_every",
+                frozenset({"time"}) if period.shortest < BATCH_WINDOW else frozenset(),
+            )
+        )
+
+    def capabilities(self, task: Any, prepared: PreparedRequests | None) -> None:
+        streaming: list[str] = []
+        fast: list[str] = []
+        for params in _declared_values(task, "request_params"):
+            if isinstance(params, Mapping):
+                if params.get("stream"):
+                    streaming.append("request_params sets stream=True")
+                if params.get("speed") == "fast":
+                    fast.append("request_params sets speed='fast'")
+        defaults = RequestDefaults()  # operator defaults are already covered above
+        ids_streaming: list[str] = []
+        ids_fast: list[str] = []
+        for index, item in _literal_requests(task):
+            try:
+                custom_id, params = normalize_request(item, defaults)
+            except ValueError:
+                continue  # malformed: execute() reports it with every other problem
+            label = custom_id if isinstance(custom_id, str) else f"#{index}"
+            if params.get("stream"):
+                ids_streaming.append(label)
+            if params.get("speed") == "fast":
+                ids_fast.append(label)
+        if ids_streaming:
+            streaming.append(f"{_requests_text(ids_streaming)} set stream=True")
+        if ids_fast:
+            fast.append(f"{_requests_text(ids_fast)} set speed='fast'")
+        if prepared is not None and prepared.fast_mode_ids:
+            fast.append(f"{_requests_text(prepared.fast_mode_ids)} set speed='fast' (read at run time)")
+        if streaming:
+            self._set(needs_streaming=True)
+        if fast:
+            self._set(needs_fast_mode=True)
+        self.sources.extend(Source(text, frozenset({"capability"})) for text in [*streaming, *fast])
+
+
+def _literal_requests(task: Any) -> Iterator[tuple[int, Any]]:
+    """Requests written into the DAG file; XComs, file URIs and templates are unknown until the run."""
+    from airflow.sdk import XComArg
+
+    for value in _declared_values(task, "requests"):
+        if isinstance(value, (str, bytes, Mapping, XComArg)) or not isinstance(value, Iterable):
+            continue  # a URI or template (a string), an XCom, or not requests at all
+        yield from enumerate(value)
+
+
+def _requests_text(ids: list[str]) -> str:
+    shown = ", ".join(repr(custom_id) for custom_id in ids[:_IDS_SHOWN])
+    more = f" and {len(ids) - _IDS_SHOWN} more" if len(ids) > _IDS_SHOWN else ""
+    noun = "request" if len(ids) == 1 else "requests"
+    return f"{noun} {shown}{more}"
+
+
+def _questions(workload: Workload) -> frozenset[DecidedBy]:
+    questions: set[DecidedBy] = set()
+    if workload.needs_streaming or workload.needs_fast_mode or workload.interactive_loop:
+        questions.add("capability")
+    if workload.waiting != "nobody":
+        questions.add("waiting")
+    if any(value is not None and value < BATCH_WINDOW for value in (workload.deadline, workload.refresh_every)):
+        questions.add("time")
+    return frozenset(questions)
+
+
+def _describe_workload(workload: Workload) -> str:
+    """``Workload(waiting='person', deadline=2 hours)``: only what differs from the defaults."""
+    parts = []
+    for field in dataclasses.fields(workload):
+        value = getattr(workload, field.name)
+        if field.name == "waiting" or value != field.default:
+            shown = format_duration(value) if isinstance(value, timedelta) else repr(value)
+            parts.append(f"{field.name}={shown}")
+    return f"Workload({', '.join(parts)})"
+
+
+# --------------------------------------------------------------------------------------------------
+# The hook Airflow calls
+# --------------------------------------------------------------------------------------------------
+
+
+@hookimpl
+def task_policy(task: Any) -> None:
+    """Refuse a ``ClaudeBatchOperator`` task whose work belongs on the synchronous route.
+
+    :param task: every task of every DAG Airflow parses (the argument name is the hookspec's).
+    """
+    if not is_batch_task(task) or not routing_enforced():
+        return
+    decision = batch_route_refusal(task)
+    if decision is not None:
+        raise AirflowClusterPolicyViolation(refusal_message(task, decision))

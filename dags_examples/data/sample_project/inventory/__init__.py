@@ -1,0 +1,1 @@
+"""A tiny inventory library: the sample project the nightly test-generation DAG writes tests for."""
