@@ -223,7 +223,9 @@ class _WorkloadBuilder:
             )
         self.workload = declared
         self.declared_nobody = declared.waiting == "nobody"
-        self.sources.append(Source(f"the operator argument workload={_describe_workload(declared)}", _questions(declared)))
+        self.sources.append(
+            Source(f"the operator argument workload={_describe_workload(declared)}", _questions(declared))
+        )
 
     def _set(self, **changes: Any) -> None:
         self.workload = dataclasses.replace(self.workload, **changes)

@@ -13,6 +13,7 @@ several crons, and the time part of an asset-or-time schedule. Manual, ``@once``
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -97,5 +98,5 @@ def _cron_fires(expression: str) -> list[datetime]:
 def _from_fires(fires: list[datetime], text: str) -> SchedulePeriod | None:
     if len(fires) < 2:
         return None  # e.g. a cron for one day of one year: no period to speak of
-    gaps = [later - earlier for earlier, later in zip(fires, fires[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(fires)]
     return SchedulePeriod(min(gaps), (fires[-1] - fires[0]) / (len(fires) - 1), text)

@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_claude_batch.landing import land_results
 from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator, ClaudeTaskError
+from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
 from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
+from airflow_provider_claude_batch.routing import Workload
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger, wait_inline
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from airflow_provider_claude_batch.requests import PreparedRequests
 
 # The batch window is 24 hours; waiting a little longer lets the API's own expiry end the batch
 # (and land its completed requests) before our deadline does.
@@ -28,6 +33,13 @@ RESULT_STREAM_ERRORS = (anthropic.APIConnectionError, anthropic.InternalServerEr
 
 class ClaudeBatchError(ClaudeTaskError):
     """A batch task failed; the message says why and where its results are."""
+
+
+class ClaudeRoutingError(ClaudeBatchError, AirflowFailException):
+    """The work of a batch task belongs on the synchronous route; nothing was submitted.
+
+    An ``AirflowFailException`` too: the answer cannot change on a retry, so none is attempted.
+    """
 
 
 class ClaudeBatchOperator(ClaudeRequestsOperator):
@@ -50,6 +62,18 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     :param max_poll_interval: the longest wait between two status checks (polling is adaptive).
     :param timeout: how long to wait for the batch before cancelling it and failing.
     :param cancel_on_kill: cancel in-flight batches when the task is killed or times out.
+    :param blocking: declare that something is held up until this task's results arrive; a
+        blocking task belongs on the synchronous route (``ClaudeMessageOperator``), so the routing
+        policy refuses it. The DAG tag ``blocking`` says the same for every task of a DAG.
+    :param deadline: a hard deadline (SLA, contract) measured from submission. Under 24 hours it
+        cannot be met by a batch, so the routing policy refuses the task.
+    :param workload: the full declaration of who waits and what the work needs
+        (:class:`~airflow_provider_claude_batch.routing.Workload`). ``Workload(waiting="nobody")``
+        also overrides reading a sub-daily schedule as a refresh deadline (and nothing else).
+
+    Before submitting anything the task checks its route with the same rule as the routing policy
+    (see ``docs/routing.md``) and fails with :class:`ClaudeRoutingError` if the work belongs on the
+    synchronous route, unless ``[claude_batch] enforce_routing`` is False.
     """
 
     ui_color = "#e8d6c6"
@@ -63,9 +87,15 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
         timeout: timedelta = DEFAULT_TIMEOUT,
         cancel_on_kill: bool = True,
+        blocking: bool = False,
+        deadline: timedelta | None = None,
+        workload: Workload | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.blocking = blocking
+        self.deadline = deadline
+        self.workload = workload
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.min_poll_interval = min_poll_interval
@@ -75,7 +105,11 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self._submitted: list[str] = []
 
     def execute(self, context: Context) -> dict[str, Any]:
+        # Checked before and after reading the requests: what the DAG says needs no network, and
+        # requests from an XCom or a file may ask for fast mode. Either way before any create.
+        self._check_route()
         prepared = self.prepare()
+        self._check_route(prepared)
         hook = self.hook
         batch_ids = self._submitted
         for part in prepared.split():
@@ -98,6 +132,14 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         if self.deferrable:
             self.defer(trigger=trigger, method_name="execute_complete", timeout=self.timeout + DEFER_TIMEOUT_MARGIN)
         return self.execute_complete(context, wait_inline(trigger))
+
+    def _check_route(self, prepared: PreparedRequests | None = None) -> None:
+        """Refuse to submit work that somebody waits on: the routing policy's rule, at run time."""
+        if not routing_enforced():
+            return
+        decision = batch_route_refusal(self, prepared)
+        if decision is not None:
+            raise ClaudeRoutingError(f"{refusal_message(self, decision, prepared)} Nothing was submitted.")
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the wait: land the results, write the manifest, apply the failure policy."""

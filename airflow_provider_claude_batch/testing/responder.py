@@ -165,7 +165,7 @@ def deep_params_error(params: dict[str, Any]) -> str | None:
             return msg
     temperature = params.get("temperature")
     if temperature is not None and (not isinstance(temperature, (int, float)) or not 0 <= temperature <= 1):
-        return "temperature: Input should be less than or equal to 1"
+        return "temperature: Input should be a number between 0 and 1"
     billing = params.get("billing_policy")
     if isinstance(billing, dict) and billing.get("bill_to") == "user_profile":
         return "billing_policy.bill_to: 'user_profile' is not supported in Message Batches"
