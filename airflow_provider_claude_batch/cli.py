@@ -8,8 +8,10 @@ the run functions, keeping ``claude-batch --help`` instant and free of Airflow.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -80,6 +82,47 @@ def run_demo_command(args: argparse.Namespace) -> int:
     )
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to file descriptor 1 (by any library) to stderr for a while."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``claude-batch audit``."""
+    parser.add_argument("--dags-folder", required=True, help="folder of DAG files to parse, as Airflow would")
+    parser.add_argument("--format", choices=("table", "json"), default="table", help="output format (default table)")
+    parser.add_argument(
+        "--airflow-home",
+        help="Airflow home whose claude_batch_results/ holds the manifests of past runs, used to measure "
+        "tokens per run (default $AIRFLOW_HOME, else ~/airflow)",
+    )
+    parser.add_argument(
+        "--fail-on-violation", action="store_true", help="exit with status 1 when any task is a VIOLATION (for CI)"
+    )
+
+
+def run_audit_command(args: argparse.Namespace) -> int:
+    """Print, for every Claude task, its route, the rule's route, the verdict and the monthly cost."""
+    from airflow_provider_claude_batch.audit import audit_folder, render_json, render_table
+
+    # Parsing imports Airflow, which logs to stdout: keep stdout for the report (JSON must parse).
+    with _stdout_to_stderr():
+        report = audit_folder(args.dags_folder, args.airflow_home)
+    print(render_json(report) if args.format == "json" else render_table(report))
+    if args.fail_on_violation and any(task.verdict == "VIOLATION" for task in report.tasks):
+        return 1
+    return 0
+
+
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -92,6 +135,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "run the example DAGs end to end, offline (SQLite Airflow + the emulator, no API key)",
         add_demo_arguments,
         run_demo_command,
+    ),
+    "audit": (
+        "list every Claude task's route, the route the rule gives, the verdict and the monthly cost",
+        add_audit_arguments,
+        run_audit_command,
     ),
 }
 """name -> (help, add_arguments, run). Add an entry to add a subcommand."""

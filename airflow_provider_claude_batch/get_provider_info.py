@@ -34,7 +34,10 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_claude_batch.operators.batch"],
+                "python-modules": [
+                    "airflow_provider_claude_batch.operators.batch",
+                    "airflow_provider_claude_batch.operators.message",
+                ],
             }
         ],
         "sensors": [
@@ -49,6 +52,33 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_provider_claude_batch.triggers.batch"],
             }
         ],
+        "extra-links": ["airflow_provider_claude_batch.links.ClaudeBatchLink"],
+        # Also registered through the airflow.plugins entry point: provider info alone is read only
+        # with [core] lazy_discover_providers = False.
+        "plugins": [
+            {"name": "claude_batch", "plugin-class": "airflow_provider_claude_batch.plugins.ui.ClaudeBatchPlugin"}
+        ],
+        "config": {
+            "claude_batch": {
+                "description": "Settings of the Claude Batch provider.",
+                "options": {
+                    "enforce_routing": {
+                        "description": (
+                            "Refuse ClaudeBatchOperator tasks whose work somebody waits on (blocking=True, "
+                            "the DAG tag 'blocking', a deadline, execution_timeout or DeadlineAlert under "
+                            "24 hours, a sub-daily schedule, streaming or fast mode), both when DAG files "
+                            "are parsed (the airflow.policy plugin claude_batch_routing) and before the "
+                            "task submits anything. Set to False to switch both checks off; "
+                            "`claude-batch audit` still reports the violations."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
+                    },
+                },
+            },
+        },
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_claude_batch.hooks.claude.ClaudeHook",

@@ -1,7 +1,8 @@
 """Landing: stream batch results into one JSONL file and publish it atomically.
 
 Rows are decoded and re-encoded one line at a time and written in large blocks, so memory stays
-flat whatever the number of results. A results stream that breaks mid-way is fetched again and
+flat whatever the number of results (:func:`publish_rows`, shared with the synchronous operator, whose
+rows come from the Messages API instead). A results stream that breaks mid-way is fetched again and
 the rows already written for that batch are skipped (the results file of an ended batch does not
 change between fetches), so no row is lost and none is written twice. The file is written under a
 temporary name and renamed into place only once complete: readers never see half a file.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -79,24 +80,52 @@ def land_results(
     :param transform: applied to each row before it is counted and written (e.g. output validation).
     """
     report = LandingReport()
+    with publish_rows(target, report.tally) as sink:
+        for batch_id in batch_ids:
+            _land_batch(batch_id, open_stream, sink, report, transient_errors, unavailable_errors, transform)
+    return report
+
+
+class RowSink:
+    """Where rows go while a results file is written: each one is tallied, then buffered to disk."""
+
+    def __init__(self, writer: _BlockWriter, tally: ResultTally) -> None:
+        self._writer = writer
+        self.tally = tally
+        self.written = 0
+
+    def add(self, row: ResultRow) -> None:
+        self.tally.add(row)
+        self._writer.write(encode_row(row))
+        self.written += 1
+
+
+@contextmanager
+def publish_rows(target: PathLike, tally: ResultTally | None = None) -> Iterator[RowSink]:
+    """Write rows to ``target`` atomically: a temporary sibling in large blocks, renamed when complete.
+
+    Use as ``with publish_rows(path) as sink: sink.add(row)``. If the block raises, the temporary
+    file is removed and ``target`` is left as it was: readers never see half a file.
+
+    :param target: the final results file.
+    :param tally: counts and usage to add the rows to (a new one if omitted; ``sink.tally``).
+    """
     temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"  # type: ignore[attr-defined]
     try:
         with temporary.open("wb") as out:
             writer = _BlockWriter(out)
-            for batch_id in batch_ids:
-                _land_batch(batch_id, open_stream, writer, report, transient_errors, unavailable_errors, transform)
+            yield RowSink(writer, tally if tally is not None else ResultTally())
             writer.flush()
         temporary.rename(target)
     except BaseException:
         _remove_quietly(temporary)
         raise
-    return report
 
 
 def _land_batch(
     batch_id: str,
     open_stream: ResultStreamOpener,
-    writer: _BlockWriter,
+    sink: RowSink,
     report: LandingReport,
     transient_errors: tuple[type[BaseException], ...],
     unavailable_errors: tuple[type[BaseException], ...],
@@ -114,8 +143,7 @@ def _land_batch(
                     row = parse_result_line(line, batch_id)
                     if transform is not None:
                         row = transform(row)
-                    report.tally.add(row)
-                    writer.write(encode_row(row))
+                    sink.add(row)
                     written += 1
             report.rows_by_batch[batch_id] = written
             return

@@ -39,8 +39,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowClusterPolicyViolation
-from airflow.policies import hookimpl
+import pluggy
 
 from airflow_provider_claude_batch.requests import RequestDefaults, normalize_request
 from airflow_provider_claude_batch.routing import (
@@ -67,10 +66,22 @@ __all__ = [
     "workload_for_task",
 ]
 
+# The marker airflow.policies exports (pluggy.HookimplMarker("airflow.policy")), built here rather
+# than imported: importing Airflow from this module would let Airflow's settings.initialize() load
+# this very module through the entry point while it is half imported, and register it with no hook.
+hookimpl = pluggy.HookimplMarker("airflow.policy")
+
 CONFIG_SECTION = "claude_batch"
 CONFIG_OPTION = "enforce_routing"
 BLOCKING_TAG = "blocking"
 _BATCH_OPERATOR_MODULE = "airflow_provider_claude_batch.operators.batch"
+# DeadlineReference classes (airflow.sdk.definitions.deadline), as a person would name them.
+_DEADLINE_REFERENCES = {
+    "DagRunQueuedAtDeadline": "the run is queued",
+    "DagRunLogicalDateDeadline": "the run's logical date",
+    "FixedDatetimeDeadline": "a fixed date",
+    "AverageRuntimeDeadline": "the average runtime",
+}
 # How many custom ids a source description quotes before it says "and N more".
 _IDS_SHOWN = 3
 
@@ -82,10 +93,12 @@ class Source:
     :param text: what it is, for people: "the operator argument blocking=True".
     :param questions: the rule's questions this source pushes towards sync (empty when it only
         informs, e.g. a weekly schedule); the refusal quotes the sources behind its deciding question.
+    :param marks_blocking: a ``blocking=True`` argument or ``blocking`` tag.
     """
 
     text: str
     questions: frozenset[DecidedBy] = frozenset()
+    marks_blocking: bool = False
 
     def __str__(self) -> str:
         return self.text
@@ -100,7 +113,10 @@ def routing_enforced() -> bool:
     """Whether ``[claude_batch] enforce_routing`` is on (the default)."""
     # Imported when asked, not at module import: Airflow loads this module while it initialises
     # its settings, before the SDK's configuration should be touched.
-    from airflow.sdk import conf
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # Airflow 3.1: the SDK has no conf yet
+        from airflow.configuration import conf
 
     return conf.getboolean(CONFIG_SECTION, CONFIG_OPTION, fallback=True)
 
@@ -149,7 +165,8 @@ def _declared_values(task: Any, name: str) -> list[Any]:
     return values
 
 
-def _declared(task: Any, name: str) -> Any:
+def declared_argument(task: Any, name: str) -> Any:
+    """The operator argument ``name`` as the DAG file gave it (``partial()`` first for a mapped task)."""
     values = _declared_values(task, name)
     return values[0] if values else None
 
@@ -188,18 +205,23 @@ def refusal_message(task: Any, decision: RoutingDecision, prepared: PreparedRequ
     where = f"Task {task.task_id!r} in DAG {dag.dag_id!r}" if dag is not None else f"Task {task.task_id!r}"
     reasons = decision.reasons
     why = reasons[0] if len(reasons) == 1 else " ".join(f"({n}) {reason};" for n, reason in enumerate(reasons, 1))
+    fix = decision.fix_hint or ""
+    marks = [source.text for source in sources if source.marks_blocking]
+    if decision.decided_by == "waiting" and marks:
+        # A blocking mark outranks a declared Workload(waiting="nobody"), so say what to remove.
+        fix += f" A blocking mark ({'; '.join(marks)}) says something waits: remove it if nothing does."
     return (
         f"{where} uses ClaudeBatchOperator, but this work belongs on the synchronous Messages API. "
         f"Why: {why.rstrip(';')}. "
         f"Found in: {'; '.join(behind) or 'the declared workload'}. "
-        f"Fix: {decision.fix_hint} "
+        f"Fix: {fix} "
         f"(To switch this check off: [{CONFIG_SECTION}] {CONFIG_OPTION} = False, e.g. "
         f"AIRFLOW__{CONFIG_SECTION.upper()}__{CONFIG_OPTION.upper()}=False.)"
     )
 
 
 def _infer(task: Any, prepared: PreparedRequests | None = None) -> tuple[Workload, list[Source]]:
-    builder = _WorkloadBuilder(_declared(task, "workload"))
+    builder = _WorkloadBuilder(declared_argument(task, "workload"))
     builder.blocking(task)
     builder.deadlines(task)
     builder.schedule(task)
@@ -232,7 +254,7 @@ class _WorkloadBuilder:
 
     def blocking(self, task: Any) -> None:
         found = []
-        if _declared(task, "blocking"):
+        if declared_argument(task, "blocking"):
             found.append("the operator argument blocking=True")
         dag = getattr(task, "dag", None)
         if dag is not None and BLOCKING_TAG in (dag.tags or ()):
@@ -242,10 +264,10 @@ class _WorkloadBuilder:
         # "Blocking" says something is held up without saying who; a declared "person" is more precise.
         if self.workload.waiting == "nobody":
             self._set(waiting="pipeline")
-        self.sources.extend(Source(text, frozenset({"waiting"})) for text in found)
+        self.sources.extend(Source(text, frozenset({"waiting"}), marks_blocking=True) for text in found)
 
     def deadlines(self, task: Any) -> None:
-        declared = _declared(task, "deadline")
+        declared = declared_argument(task, "deadline")
         if declared is not None:
             if not isinstance(declared, timedelta):
                 raise TypeError(f"deadline= must be a datetime.timedelta, got {type(declared).__name__} {declared!r}")
@@ -259,7 +281,8 @@ class _WorkloadBuilder:
             # VariableInterval is resolved when a run is created: unknown at parse time, so ignored.
             if isinstance(interval, timedelta):
                 name = f" {alert.name!r}" if getattr(alert, "name", None) else ""
-                reference = type(getattr(alert, "reference", None)).__name__.removesuffix("Deadline")
+                kind = type(getattr(alert, "reference", None)).__name__
+                reference = _DEADLINE_REFERENCES.get(kind, kind)
                 self._deadline(
                     interval, f"the DAG's DeadlineAlert{name} of {format_duration(interval)} after {reference}"
                 )
@@ -314,10 +337,11 @@ class _WorkloadBuilder:
                 ids_fast.append(label)
         if ids_streaming:
             streaming.append(f"{_requests_text(ids_streaming)} set stream=True")
+        if prepared is not None:
+            # The requests as they will be sent, wherever they came from (a file, an XCom, the DAG).
+            ids_fast = list(prepared.fast_mode_ids)
         if ids_fast:
             fast.append(f"{_requests_text(ids_fast)} set speed='fast'")
-        if prepared is not None and prepared.fast_mode_ids:
-            fast.append(f"{_requests_text(prepared.fast_mode_ids)} set speed='fast' (read at run time)")
         if streaming:
             self._set(needs_streaming=True)
         if fast:
@@ -379,4 +403,6 @@ def task_policy(task: Any) -> None:
         return
     decision = batch_route_refusal(task)
     if decision is not None:
+        from airflow.exceptions import AirflowClusterPolicyViolation
+
         raise AirflowClusterPolicyViolation(refusal_message(task, decision))

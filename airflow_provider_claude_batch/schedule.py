@@ -53,33 +53,37 @@ class SchedulePeriod:
 
 
 def schedule_period(timetable: Any) -> SchedulePeriod | None:
-    """The period of an SDK timetable (``dag.timetable``), or ``None`` when it is not periodic.
+    """The period of a DAG's timetable (``dag.timetable``), or ``None`` when it is not periodic.
 
-    :param timetable: a Task SDK timetable, as a DAG built from a file holds it.
+    :param timetable: the timetable of a DAG built from a file: a Task SDK timetable in Airflow 3.3,
+        a core one in 3.1.
     """
-    # Private SDK modules, the only place the mixins live in Airflow 3.3 (reference airflow3.md §9);
-    # imported here so that importing this module stays free of Airflow.
-    from airflow.sdk.definitions.timetables._cron import CronMixin
-    from airflow.sdk.definitions.timetables._delta import DeltaMixin
-
-    if isinstance(timetable, DeltaMixin):
-        # A relativedelta ("every month") has no fixed length; measure it from the anchor.
-        delta = timetable.delta if isinstance(timetable.delta, timedelta) else (_ANCHOR + timetable.delta) - _ANCHOR
-        if delta <= timedelta(0):
-            return None
-        return SchedulePeriod(delta, delta, f"every {format_duration(delta)}")
-    if isinstance(timetable, CronMixin):
-        return _from_fires(_cron_fires(timetable.expression), timetable.expression)
-    crons = getattr(timetable, "timetables", None)  # MultipleCronTriggerTimetable
+    # Read by attribute rather than by class: the classes moved from airflow.timetables (3.1,
+    # "_expression"/"_delta") to private airflow.sdk modules (3.3, "expression"/"delta").
+    expression = _attribute(timetable, "expression")
+    if isinstance(expression, str):
+        return _from_fires(_cron_fires(expression), expression)
+    delta = _attribute(timetable, "delta")
+    if delta is not None:
+        if isinstance(delta, timedelta):
+            return SchedulePeriod(delta, delta, f"every {format_duration(delta)}") if delta > timedelta(0) else None
+        # A relativedelta ("every month") has no fixed length: measure a year of it.
+        return _from_fires([_ANCHOR + delta * step for step in range(13)], f"every {delta!r}")
+    crons = _attribute(timetable, "timetables")  # MultipleCronTriggerTimetable
     if crons:
-        expressions = [tt.expression for tt in crons if isinstance(tt, CronMixin)]
-        # Merge the fires: two crons an hour apart make an hourly refresh, not two daily ones.
+        expressions = [e for e in (_attribute(tt, "expression") for tt in crons) if isinstance(e, str)]
+        # Merge the fires: two daily crons twelve hours apart refresh every twelve hours.
         fires = sorted({fire for expression in expressions for fire in _cron_fires(expression)})[:_MAX_FIRES]
         return _from_fires(fires, " + ".join(expressions))
-    inner = getattr(timetable, "timetable", None)  # AssetOrTimeSchedule: the time part is periodic
+    inner = getattr(timetable, "timetable", None)  # AssetOrTimeSchedule: its time part is periodic
     if inner is not None and inner is not timetable:
         return schedule_period(inner)
     return None
+
+
+def _attribute(timetable: Any, name: str) -> Any:
+    value = getattr(timetable, name, None)
+    return value if value is not None else getattr(timetable, f"_{name}", None)
 
 
 def _cron_fires(expression: str) -> list[datetime]:

@@ -140,6 +140,42 @@ def test_duplicate_custom_ids_name_both_requests():
     assert "request[2] (custom_id 'a'): duplicate custom_id, already used by request[0]" in str(error)
 
 
+def test_duplicates_name_the_first_use_across_rejected_requests():
+    # The first use is found from positions among accepted requests shifted by the rejected ones,
+    # and a rejected request that used an id first is still named (no per-id index is kept).
+    items = [
+        {"custom_id": "bad id", "prompt": "x"},  # 0: rejected, takes no id
+        {"custom_id": "a", "prompt": "x"},  # 1: accepted
+        {"custom_id": "b", "prompt": "x", "max_tokens": 0},  # 2: rejected, but first to use "b"
+        7,  # 3: rejected before it has an id
+        {"custom_id": "c", "prompt": "x"},  # 4: accepted
+        {"custom_id": "c", "prompt": "y"},  # 5
+        {"custom_id": "a", "prompt": "y"},  # 6
+        {"custom_id": "b", "prompt": "y"},  # 7
+    ]
+    message = str(problems_of(items))
+    assert "request[5] (custom_id 'c'): duplicate custom_id, already used by request[4]" in message
+    assert "request[6] (custom_id 'a'): duplicate custom_id, already used by request[1]" in message
+    assert "request[7] (custom_id 'b'): duplicate custom_id, already used by request[2]" in message
+
+
+def test_a_batch_that_fits_is_not_copied_by_split():
+    prepared = prepare_requests(["a", "b"], DEFAULTS)
+    assert prepared.split() == [prepared]
+    assert prepared.split()[0] is prepared
+
+
+def test_the_body_streams_in_blocks_not_one_chunk_per_request():
+    from airflow_provider_claude_batch.requests import BODY_BLOCK_BYTES
+
+    prepared = prepare_requests([f"prompt {i} " + "x" * 500 for i in range(2000)], DEFAULTS)
+    chunks = list(prepared.body_chunks())
+    assert 1 < len(chunks) <= prepared.body_size // BODY_BLOCK_BYTES + 1
+    assert all(len(chunk) >= BODY_BLOCK_BYTES for chunk in chunks[:-1])
+    assert b"".join(chunks) == b'{"requests":[' + b",".join(prepared.encoded) + b"]}"
+    assert len(b"".join(chunks)) == prepared.body_size
+
+
 @pytest.mark.parametrize("max_tokens", [0, -1, 1.5, "100", True])
 def test_max_tokens_must_be_a_positive_integer(max_tokens):
     error = problems_of([{"custom_id": "a", "prompt": "x", "max_tokens": max_tokens}])

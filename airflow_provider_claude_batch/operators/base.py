@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL, ClaudeHook
+from airflow_provider_claude_batch.metrics import emit_landed_metrics
 from airflow_provider_claude_batch.pricing import TokenUsage, cost_of
 from airflow_provider_claude_batch.requests import (
     PreparedRequests,
@@ -22,7 +23,7 @@ from airflow_provider_claude_batch.requests import (
     iter_jsonl,
     prepare_requests,
 )
-from airflow_provider_claude_batch.results import ResultTally, failure_verdict
+from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -51,7 +52,14 @@ class ClaudeRequestsOperator(BaseOperator):
         ``manifest.json``; defaults to ``$AIRFLOW_HOME/claude_batch_results/<dag>/<run>/<task>``.
     :param max_failed_fraction: the share of requests allowed not to succeed before the task fails
         (0 = any failure fails the task; the results land either way).
+    :param usage_estimate: tokens one run of the task uses, for ``claude-batch audit`` to price the
+        task before it has run, e.g. ``{"model": "claude-sonnet-4-6", "input_tokens": 2_000_000,
+        "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``;
+        ``model`` defaults to the task's ``model``). Manifests of past runs take precedence once they exist.
     """
+
+    # Whether requests may set "stream": only the Messages API can stream (see ClaudeMessageOperator).
+    allows_streaming: bool = False
 
     template_fields: Sequence[str] = (
         "requests",
@@ -76,6 +84,7 @@ class ClaudeRequestsOperator(BaseOperator):
         claude_conn_id: str = ClaudeHook.default_conn_name,
         results_uri: str | None = None,
         max_failed_fraction: float = 0.0,
+        usage_estimate: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,6 +96,9 @@ class ClaudeRequestsOperator(BaseOperator):
         self.claude_conn_id = claude_conn_id
         self.results_uri = results_uri
         self.max_failed_fraction = max_failed_fraction
+        if usage_estimate is not None:
+            usage_from_estimate(usage_estimate, model)  # a typo fails when the DAG is parsed, not in the audit
+        self.usage_estimate = usage_estimate
 
     @property
     def hook(self) -> ClaudeHook:
@@ -108,10 +120,9 @@ class ClaudeRequestsOperator(BaseOperator):
                 "requests must be a list of requests, an XComArg resolving to one, or the URI of a JSONL "
                 f"file; got {type(self.requests).__name__}"
             )
-        return prepare_requests(self.requests, defaults)
+        return prepare_requests(self.requests, defaults, allow_stream=self.allows_streaming)
 
-    @staticmethod
-    def _prepare_from_uri(uri: str, defaults: RequestDefaults) -> PreparedRequests:
+    def _prepare_from_uri(self, uri: str, defaults: RequestDefaults) -> PreparedRequests:
         path = ObjectStoragePath(uri)
         if not path.exists():
             raise RequestSourceError(
@@ -119,7 +130,7 @@ class ClaudeRequestsOperator(BaseOperator):
                 "Pass a list to send prompts directly, or fix the path."
             )
         with path.open("rb") as lines:
-            return prepare_requests(iter_jsonl(lines, uri), defaults, source=uri)
+            return prepare_requests(iter_jsonl(lines, uri), defaults, source=uri, allow_stream=self.allows_streaming)
 
     def results_folder(self, context: Context) -> ObjectStoragePath:
         """Where this task instance's results land (created if missing)."""
@@ -132,7 +143,7 @@ class ClaudeRequestsOperator(BaseOperator):
             map_index = getattr(ti, "map_index", -1)
             if map_index is not None and map_index >= 0:
                 parts.append(f"map_{map_index}")
-            safe = "/".join(re.sub(r"[^A-Za-z0-9._=-]", "_", part) for part in parts)
+            safe = "/".join(map(results_path_part, parts))
             folder = ObjectStoragePath(f"file://{home}/claude_batch_results/{safe}")
         folder.mkdir(parents=True, exist_ok=True)
         return folder
@@ -164,6 +175,7 @@ class ClaudeRequestsOperator(BaseOperator):
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
         write_json(folder / MANIFEST_FILE, manifest)
+        emit_landed_metrics(manifest)
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
         self.log.info(
             "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
@@ -182,6 +194,28 @@ class ClaudeRequestsOperator(BaseOperator):
         if verdict:
             raise ClaudeTaskError(f"{verdict}. Every row, failures included, is in {results_path}.")
         return manifest
+
+
+def results_path_part(name: str) -> str:
+    """A DAG, run or task id as it appears in the default results folder (the audit reads it back)."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", name)
+
+
+def usage_from_estimate(estimate: Mapping[str, Any], default_model: str | None) -> dict[str, TokenUsage]:
+    """``{model: TokenUsage}`` from a ``usage_estimate`` such as ``{"model": ..., "input_tokens": ...}``.
+
+    :param estimate: the operator's ``usage_estimate``.
+    :param default_model: the model to price when the estimate names none (the task's ``model``).
+    """
+    if not isinstance(estimate, Mapping):
+        raise TypeError(f"usage_estimate must be a dict of token counts, got {type(estimate).__name__}")
+    unknown = sorted(set(estimate) - {"model", *USAGE_KINDS})
+    if unknown:
+        raise ValueError(f"usage_estimate has unknown keys {unknown}; use 'model' and any of {list(USAGE_KINDS)}")
+    model = estimate.get("model") or default_model or DEFAULT_MODEL
+    if not isinstance(model, str):
+        raise TypeError(f"usage_estimate['model'] must be a model id string, got {model!r}")
+    return {model: TokenUsage(**{kind: estimate.get(kind, 0) for kind in USAGE_KINDS})}
 
 
 def _check_fraction(value: Any) -> None:

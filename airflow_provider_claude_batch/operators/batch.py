@@ -8,9 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 import httpx2
-from airflow.sdk.exceptions import AirflowFailException
+
+try:
+    from airflow.sdk.exceptions import AirflowFailException
+except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
+    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 from airflow_provider_claude_batch.landing import land_results
+from airflow_provider_claude_batch.links import ClaudeBatchLink
 from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator, ClaudeTaskError
 from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
 from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
@@ -77,6 +82,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     """
 
     ui_color = "#e8d6c6"
+    operator_extra_links = (ClaudeBatchLink(),)
 
     def __init__(
         self,
@@ -118,6 +124,10 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             # Pushed before anything else can fail, so a lost task never loses track of its batch.
             context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
             context["ti"].xcom_push(key="batch_ids", value=list(batch_ids))
+            if len(batch_ids) == 1:
+                # Airflow stores extra links only when a task ends; pushed now, the button works while deferred.
+                link = ClaudeBatchLink()
+                context["ti"].xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=context["ti"]))
             self.log.info("Submitted Claude batch %s with %d request(s).", batch.id, part.count)
         if not self.wait_for_completion:
             return {"batch_ids": list(batch_ids), "batch_id": batch_ids[0], "request_count": prepared.count}

@@ -1,0 +1,359 @@
+"""The data behind the "Claude Batches" pages: batch tasks from the metadata DB, live batch status from the API.
+
+A batch task is any task instance with an XCom ``batch_ids`` (``ClaudeBatchOperator`` pushes it right
+after submitting); its ``return_value`` manifest, once the results have landed, adds tokens, cost,
+saving and where the results are. Live status comes from the Message Batches API through
+:class:`~airflow_provider_claude_batch.hooks.claude.ClaudeHook`, one ``retrieve`` per batch, cached
+briefly, a few at a time, with failures reported in the row instead of raised.
+
+Rows are plain JSON-ready dicts built by :func:`build_row`, which takes the database record, the
+batch snapshots and ``now``, so the page's arithmetic is tested without Airflow or a network.
+
+The API counts every request of a batch as ``processing`` until the whole batch ends, so there is no
+per-request progress to show: the bar is time elapsed in the 24-hour window, and says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_claude_batch.links import task_page_path
+from airflow_provider_claude_batch.polling import BatchSnapshot
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+__all__ = [
+    "BATCH_IDS_KEY",
+    "BATCH_WINDOW_SECONDS",
+    "PROGRESS_NOTE",
+    "BatchStatusCache",
+    "TaskRecord",
+    "build_row",
+    "find_batch_tasks",
+]
+
+BATCH_IDS_KEY = "batch_ids"
+MANIFEST_KEY = "return_value"
+BATCH_WINDOW_SECONDS = 24 * 3600.0
+DEFAULT_CONN_ID = "claude_default"
+PROGRESS_NOTE = (
+    "Time elapsed in the batch's 24-hour window, not progress: the API counts every request as "
+    "processing until the whole batch ends, then reports the outcome of each."
+)
+# How long a looked-up status is reused: an ended batch never changes; a running one is re-read
+# at most this often however many browsers poll; a failed look-up is retried as soon.
+RUNNING_TTL_SECONDS = 10.0
+ENDED_TTL_SECONDS = 3600.0
+ERROR_TTL_SECONDS = 10.0
+# Look-ups in flight at once, and the time each may take, so a page never waits on a slow API long.
+MAX_CONCURRENT_LOOKUPS = 4
+LOOKUP_TIMEOUT_SECONDS = 10.0
+_STATUS_ORDER = ("canceling", "in_progress", "ended")
+
+
+@dataclass
+class TaskRecord:
+    """One batch task instance as the metadata DB knows it."""
+
+    dag_id: str
+    run_id: str
+    task_id: str
+    map_index: int
+    batch_ids: list[str]
+    state: str | None = None
+    try_number: int | None = None
+    operator: str | None = None
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    submitted_at: datetime | None = None
+    manifest: dict[str, Any] | None = None
+    conn_id: str = DEFAULT_CONN_ID
+
+
+@dataclass
+class Lookup:
+    """The outcome of one status look-up: a snapshot or an error message, and when it was made."""
+
+    snapshot: BatchSnapshot | None
+    error: str | None
+    fetched_at: float
+
+    def fresh(self, now: float) -> bool:
+        if self.error is not None:
+            ttl = ERROR_TTL_SECONDS
+        elif self.snapshot is not None and self.snapshot.ended:
+            ttl = ENDED_TTL_SECONDS
+        else:
+            ttl = RUNNING_TTL_SECONDS
+        return now - self.fetched_at < ttl
+
+
+def _describe_error(error: BaseException) -> str:
+    status = getattr(error, "status_code", None)
+    name = type(error).__name__
+    return f"HTTP {status} {name}" if status else name
+
+
+def _retrieve_with_hook(conn_id: str, batch_id: str) -> BatchSnapshot:
+    from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+
+    hook = ClaudeHook(conn_id, timeout=LOOKUP_TIMEOUT_SECONDS, max_retries=0)
+    return BatchSnapshot.from_batch(hook.retrieve_batch(batch_id))
+
+
+@dataclass
+class BatchStatusCache:
+    """Live batch status with a short cache and bounded concurrency; errors come back as text.
+
+    :param retrieve: ``(conn_id, batch_id) -> BatchSnapshot``; defaults to ``ClaudeHook.retrieve_batch``.
+    :param clock: seconds, monotonic (tests pass a fake).
+    :param max_workers: look-ups in flight at once.
+    """
+
+    retrieve: Callable[[str, str], BatchSnapshot] = _retrieve_with_hook
+    clock: Callable[[], float] = time.monotonic
+    max_workers: int = MAX_CONCURRENT_LOOKUPS
+    _entries: dict[tuple[str, str], Lookup] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lookup_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Lookup]:
+        """The status of every ``(conn_id, batch_id)``, from the cache when fresh, else from the API."""
+        wanted = list(dict.fromkeys(keys))
+        now = self.clock()
+        with self._lock:
+            result = {key: entry for key in wanted if (entry := self._entries.get(key)) and entry.fresh(now)}
+        missing = [key for key in wanted if key not in result]
+        if missing:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(missing)))) as pool:
+                for key, entry in zip(missing, pool.map(self._fetch, missing), strict=True):
+                    result[key] = entry
+            with self._lock:
+                self._entries.update({key: result[key] for key in missing})
+                # Keep the cache bounded: forget what has not been asked for in a day.
+                stale = [k for k, v in self._entries.items() if now - v.fetched_at > BATCH_WINDOW_SECONDS]
+                for key in stale:
+                    del self._entries[key]
+        return result
+
+    def _fetch(self, key: tuple[str, str]) -> Lookup:
+        conn_id, batch_id = key
+        try:
+            return Lookup(self.retrieve(conn_id, batch_id), None, self.clock())
+        except Exception as error:  # shown in the row: one bad batch must not break the page
+            return Lookup(None, f"Could not read batch {batch_id}: {_describe_error(error)}", self.clock())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# -- the metadata DB ---------------------------------------------------------------------------
+
+
+def find_batch_tasks(
+    session: Session,
+    *,
+    readable_dag_ids: Collection[str] | None = None,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+    task_id: str | None = None,
+    map_index: int | None = None,
+    limit: int = 200,
+) -> list[TaskRecord]:
+    """Batch task instances, newest submission first.
+
+    :param session: a metadata DB session (the api-server's).
+    :param readable_dag_ids: only these DAGs (what the user may read); ``None`` for all.
+    :param dag_id: only this DAG.
+    :param run_id: only this run.
+    :param task_id: only this task.
+    :param map_index: only this map index.
+    :param limit: at most this many task instances.
+    """
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select, tuple_
+
+    query = select(XComModel).where(XComModel.key == BATCH_IDS_KEY)
+    if readable_dag_ids is not None:
+        if not readable_dag_ids:
+            return []
+        query = query.where(XComModel.dag_id.in_(list(readable_dag_ids)))
+    for column, value in (
+        (XComModel.dag_id, dag_id),
+        (XComModel.run_id, run_id),
+        (XComModel.task_id, task_id),
+        (XComModel.map_index, map_index),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    rows = session.scalars(query.order_by(XComModel.timestamp.desc()).limit(limit)).all()
+    records: dict[tuple[str, str, str, int], TaskRecord] = {}
+    for row in rows:
+        ids = XComModel.deserialize_value(row)
+        if isinstance(ids, str):
+            ids = [ids]
+        key = (row.dag_id, row.run_id, row.task_id, row.map_index)
+        records[key] = TaskRecord(
+            dag_id=row.dag_id,
+            run_id=row.run_id,
+            task_id=row.task_id,
+            map_index=row.map_index,
+            batch_ids=[str(b) for b in ids or []],
+            submitted_at=row.timestamp,
+        )
+    if not records:
+        return []
+    keys = list(records)
+    ti_key = tuple_(TI.dag_id, TI.run_id, TI.task_id, TI.map_index)
+    for ti in session.scalars(select(TI).where(ti_key.in_(keys))).all():
+        record = records.get((ti.dag_id, ti.run_id, ti.task_id, ti.map_index))
+        if record is not None:
+            record.state = str(ti.state.value if hasattr(ti.state, "value") else ti.state) if ti.state else None
+            record.try_number = ti.try_number
+            record.operator = ti.operator
+            record.start_date = ti.start_date
+            record.end_date = ti.end_date
+    xcom_key = tuple_(XComModel.dag_id, XComModel.run_id, XComModel.task_id, XComModel.map_index)
+    manifests = session.scalars(select(XComModel).where(XComModel.key == MANIFEST_KEY, xcom_key.in_(keys))).all()
+    for row in manifests:
+        value = XComModel.deserialize_value(row)
+        record = records.get((row.dag_id, row.run_id, row.task_id, row.map_index))
+        if record is not None and isinstance(value, dict) and "results_uri" in value:
+            record.manifest = value
+    # The connection is a templated field: its rendered value says which account the batch is on.
+    rtif_key = tuple_(RTIF.dag_id, RTIF.run_id, RTIF.task_id, RTIF.map_index)
+    for rtif in session.scalars(select(RTIF).where(rtif_key.in_(keys))).all():
+        record = records.get((rtif.dag_id, rtif.run_id, rtif.task_id, rtif.map_index))
+        conn_id = (rtif.rendered_fields or {}).get("claude_conn_id")
+        if record is not None and isinstance(conn_id, str) and conn_id:
+            record.conn_id = conn_id
+    return list(records.values())
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+
+def _parse(moment: str | datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if isinstance(moment, datetime):
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(moment)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _summary_status(batches: list[dict[str, Any]], landed: bool) -> str:
+    statuses = [b["processing_status"] for b in batches if b.get("processing_status")]
+    if not statuses:
+        return "ended" if landed else "unknown"
+    for status in _STATUS_ORDER:
+        if status in statuses:
+            return status
+    return statuses[0]
+
+
+def _window(batches: list[dict[str, Any]], now: datetime, fallback_start: datetime | None) -> dict[str, Any]:
+    """The 24-hour window of the task's batches: from the first creation to the last expiry."""
+    created = [c for b in batches if (c := _parse(b.get("created_at")))]
+    expires = [e for b in batches if (e := _parse(b.get("expires_at")))]
+    ended = [e for b in batches if (e := _parse(b.get("ended_at")))]
+    start = min(created) if created else fallback_start
+    if start is None:
+        return {"created_at": None, "expires_at": None, "ended_at": None, "elapsed_seconds": None}
+    expiry = max(expires) if expires else start + timedelta(seconds=BATCH_WINDOW_SECONDS)
+    all_ended = bool(batches) and len(ended) == len(batches)
+    end = max(ended) if all_ended else None
+    until = end or now
+    window = max((expiry - start).total_seconds(), 1.0)
+    elapsed = max((until - start).total_seconds(), 0.0)
+    return {
+        "created_at": _iso(start),
+        "expires_at": _iso(expiry),
+        "ended_at": _iso(end),
+        "elapsed_seconds": round(elapsed, 1),
+        "window_seconds": round(window, 1),
+        "fraction": round(min(elapsed / window, 1.0), 6),
+        "seconds_to_expiry": None if end else round(max((expiry - now).total_seconds(), 0.0), 1),
+    }
+
+
+def build_row(record: TaskRecord, lookups: Mapping[tuple[str, str], Lookup], now: datetime) -> dict[str, Any]:
+    """One JSON row of the pages: a batch task, its batches' live status and, once landed, its costs.
+
+    :param record: the task as the metadata DB knows it.
+    :param lookups: status look-ups by ``(conn_id, batch_id)``.
+    :param now: the current time (aware).
+    """
+    batches: list[dict[str, Any]] = []
+    errors: list[str] = []
+    counts: dict[str, int] = {}
+    for batch_id in record.batch_ids:
+        lookup = lookups.get((record.conn_id, batch_id))
+        if lookup is None or lookup.snapshot is None:
+            error = lookup.error if lookup is not None else "not looked up"
+            errors.append(error)
+            batches.append({"batch_id": batch_id, "processing_status": None, "error": error})
+            continue
+        snapshot = lookup.snapshot.as_dict()
+        snapshot.pop("results_url", None)  # the API's own URL; fetching it needs the key
+        batches.append({**snapshot, "error": None})
+        for name, value in lookup.snapshot.request_counts.items():
+            counts[name] = counts.get(name, 0) + int(value)
+    manifest = record.manifest or {}
+    landed = bool(manifest)
+    if landed and manifest.get("counts"):
+        # Once landed, the rows are the truth (the API may have been unreachable since, or deleted).
+        landed_counts = {k: int(v) for k, v in manifest["counts"].items() if int(v)}
+        counts = landed_counts or counts
+    cost = manifest.get("cost") or {}
+    usage = manifest.get("usage") or {}
+    return {
+        "dag_id": record.dag_id,
+        "run_id": record.run_id,
+        "task_id": record.task_id,
+        "map_index": record.map_index,
+        "task_state": record.state,
+        "try_number": record.try_number,
+        "operator": record.operator,
+        "conn_id": record.conn_id,
+        "batch_ids": list(record.batch_ids),
+        "batches": batches,
+        "status": _summary_status(batches, landed),
+        "request_counts": counts,
+        "request_total": sum(counts.values()) if counts else int(manifest.get("request_count") or 0),
+        "window": _window(batches, now, _parse(record.submitted_at)),
+        "submitted_at": _iso(_parse(record.submitted_at)),
+        "landed": landed,
+        "landed_at": manifest.get("landed_at"),
+        "usage": {k: int(v) for k, v in usage.items()} if usage else None,
+        "cost": ({k: cost.get(k) for k in ("batch_usd", "sync_usd", "saving_usd", "prices_as_of")} if cost else None),
+        "route": manifest.get("route"),
+        "results_uri": manifest.get("results_uri"),
+        "manifest_uri": manifest.get("manifest_uri"),
+        "task_page": task_page_path(record.dag_id, record.run_id, record.task_id, record.map_index),
+        "errors": errors,
+    }
+
+
+def build_rows(records: Iterable[TaskRecord], cache: BatchStatusCache, now: datetime | None = None) -> list[dict]:
+    """Rows for ``records``, looking every batch up once (through ``cache``)."""
+    records = list(records)
+    lookups = cache.lookup_many((r.conn_id, b) for r in records for b in r.batch_ids)
+    moment = now or datetime.now(timezone.utc)
+    return [build_row(record, lookups, moment) for record in records]

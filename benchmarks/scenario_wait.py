@@ -1,0 +1,216 @@
+"""Scenario 3, wait at scale: K deferred batches in ONE asyncio loop, the way a triggerer runs them.
+
+K batches of one request each are created first (outside the measurement), then K triggers of
+the contender run concurrently in one event loop, each consumed with ``async for`` as the
+triggerer's ``run_trigger`` does, while a 10 ms ticker task measures how late the loop wakes it
+(event-loop lag) and samples the thread count. Afterwards the emulator's per-route call counters
+give the status calls per batch, and its ``ended_at`` per batch gives the delay from batch end to
+the trigger's event.
+
+Poll settings: the fixed-interval contenders (official, common-ai) poll every ``poll_interval``
+seconds; ours keeps its adaptive schedule (10% of the batch's age, between a minimum and a
+maximum) with its default minimum (5 s) and maximum (600 s) multiplied by the same factor that
+turns the official default of 60 s into ``poll_interval`` (``scale = poll_interval / 60``). A run
+is therefore the time-compressed picture of a batch ``1 / scale`` times longer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import threading
+import time
+import urllib.request
+from datetime import datetime
+from typing import Any
+
+from benchmarks import workloads
+from benchmarks.measure import measured, os_thread_count
+
+TICK_SECONDS = 0.01
+THREAD_SAMPLE_EVERY = 10  # ticks
+OFFICIAL_DEFAULT_POLL_SECONDS = 60.0
+STATUS_ROUTE = "GET /v1/messages/batches/{message_batch_id}"
+
+
+def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
+    count = int(params["k"])
+    base_url = params["base_url"]
+    poll_interval = float(params["poll_interval"])
+    scale = poll_interval / OFFICIAL_DEFAULT_POLL_SECONDS
+    build = {"ours": _ours, "official": _official, "common_ai": _common_ai}[contender]
+    factory = build(scale, poll_interval)  # imports the contender's modules
+    batch_ids = _create_batches(base_url, count)
+    with measured() as result:
+        triggers = [factory(batch_id) for batch_id in batch_ids]
+        run_stats = asyncio.run(_drive(triggers, batch_ids))
+    state = _emulator_state(base_url)
+    ended_at = {batch["id"]: _timestamp(batch["ended_at"]) for batch in state["batches"]}
+    delays = [run_stats["fired_at"][batch_id] - ended_at[batch_id] for batch_id in batch_ids]
+    lags = sorted(run_stats["lags"])
+    status_calls = state["calls"].get(STATUS_ROUTE, 0)
+    figures: dict[str, Any] = {
+        **result.as_dict(),
+        "k": count,
+        "poll_interval_s": poll_interval,
+        "poll_scale": scale,
+        "lag_max_ms": 1000 * lags[-1] if lags else 0.0,
+        "lag_p99_ms": 1000 * _percentile(lags, 0.99),
+        "lag_p50_ms": 1000 * _percentile(lags, 0.50),
+        "ticks": len(lags),
+        "threads_created": run_stats["max_os_threads"] - result.os_threads_before,
+        "python_threads_created": run_stats["max_python_threads"] - result.python_threads_before,
+        "status_calls": status_calls,
+        "status_calls_per_batch": status_calls / count,
+        "delay_median_s": statistics.median(delays),
+        "delay_max_s": max(delays),
+        "delay_min_s": min(delays),
+        "batch_running_s": statistics.median(
+            _timestamp(b["ended_at"]) - _timestamp(b["created_at"]) for b in state["batches"]
+        ),
+        "event_statuses": dict(_count(run_stats["statuses"])),
+    }
+    if contender == "ours":
+        polls = sum(run_stats["polls"])
+        figures["polls"] = polls
+        figures["status_calls_per_poll"] = status_calls / polls if polls else None
+    figures["delay_fraction_max"] = figures["delay_max_s"] / figures["batch_running_s"]
+    bad = {status for status in run_stats["statuses"] if status not in ("ended", "success")}
+    if bad:
+        raise RuntimeError(f"{contender}: triggers fired {sorted(bad)} events: {run_stats['messages'][:3]}")
+    return figures
+
+
+def _ours(scale: float, poll_interval: float) -> Any:
+    from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
+    from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+
+    end_time = time.time() + 3600
+
+    def factory(batch_id: str) -> Any:
+        return ClaudeBatchTrigger(
+            batch_ids=[batch_id],
+            claude_conn_id=workloads.OURS_CONN_ID,
+            end_time=end_time,
+            min_poll_interval=DEFAULT_MIN_POLL_SECONDS * scale,
+            max_poll_interval=DEFAULT_MAX_POLL_SECONDS * scale,
+        )
+
+    return factory
+
+
+def _official(scale: float, poll_interval: float) -> Any:
+    from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
+
+    end_time = time.time() + 3600
+
+    def factory(batch_id: str) -> Any:
+        return AnthropicBatchTrigger(
+            conn_id=workloads.OFFICIAL_CONN_ID, batch_id=batch_id, poll_interval=poll_interval, end_time=end_time
+        )
+
+    return factory
+
+
+def _common_ai(scale: float, poll_interval: float) -> Any:
+    from airflow.providers.common.ai.triggers.llm_batch import LLMBatchTrigger
+
+    end_time = time.time() + 3600
+
+    def factory(batch_id: str) -> Any:
+        return LLMBatchTrigger(
+            llm_conn_id=workloads.COMMON_AI_CONN_ID,
+            adapter="anthropic",
+            batch_id=batch_id,
+            poll_interval=poll_interval,  # type: ignore[arg-type]
+            end_time=end_time,
+            timeout=3600,
+            cancel_on_kill=True,
+            cancel_on_timeout=True,
+        )
+
+    return factory
+
+
+async def _drive(triggers: list[Any], batch_ids: list[str]) -> dict[str, Any]:
+    """Run every trigger to its event concurrently, with the lag ticker alongside."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    stats: dict[str, Any] = {
+        "lags": lags,
+        "fired_at": {},
+        "statuses": [],
+        "messages": [],
+        "polls": [],
+        "max_os_threads": os_thread_count(),
+        "max_python_threads": threading.active_count(),
+    }
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        ticks = 0
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(TICK_SECONDS)
+            lags.append(max(loop.time() - before - TICK_SECONDS, 0.0))
+            ticks += 1
+            if ticks % THREAD_SAMPLE_EVERY == 0:
+                stats["max_os_threads"] = max(stats["max_os_threads"], os_thread_count())
+                stats["max_python_threads"] = max(stats["max_python_threads"], threading.active_count())
+
+    async def run_trigger(trigger: Any, batch_id: str) -> None:
+        async for event in trigger.run():
+            stats["fired_at"].setdefault(batch_id, time.time())
+            payload = event.payload
+            stats["statuses"].append(payload.get("status"))
+            stats["messages"].append(payload.get("message"))
+            if "polls" in payload:
+                stats["polls"].append(payload["polls"])
+
+    tick_task = asyncio.create_task(ticker())
+    try:
+        await asyncio.gather(*(run_trigger(trigger, batch_id) for trigger, batch_id in zip(triggers, batch_ids)))
+    finally:
+        done.set()
+        await tick_task
+    stats["max_os_threads"] = max(stats["max_os_threads"], os_thread_count())
+    return stats
+
+
+def _create_batches(base_url: str, count: int) -> list[str]:
+    """``count`` one-request batches, created with a plain HTTP client closed before measuring."""
+    import httpx2
+
+    headers = {"content-type": "application/json", "x-api-key": workloads.API_KEY, "anthropic-version": "2023-06-01"}
+    batch_ids = []
+    with httpx2.Client(base_url=base_url, timeout=60) as client:
+        for index in range(count):
+            body = workloads.create_body(workloads.full_requests(1, prefix=f"{workloads.KEY16[:8]}{index:08d}"))
+            response = client.post("/v1/messages/batches", content=body, headers=headers)
+            response.raise_for_status()
+            batch_ids.append(response.json()["id"])
+    return batch_ids
+
+
+def _emulator_state(base_url: str) -> dict[str, Any]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(f"{base_url}/_emulator/state", timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def _percentile(ordered: list[float], fraction: float) -> float:
+    if not ordered:
+        return 0.0
+    return ordered[min(int(fraction * len(ordered)), len(ordered) - 1)]
+
+
+def _count(values: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[str(value)] = counts.get(str(value), 0) + 1
+    return counts

@@ -1,0 +1,585 @@
+"""A real Airflow on a temporary ``AIRFLOW_HOME``: the four components as subprocesses, SQLite, the emulator.
+
+:class:`AirflowHarness` starts the local Anthropic API emulator (``claude-batch emulator``) and the
+Airflow components the docker-compose deployment runs (the same subcommands, read from
+:mod:`airflow_provider_claude_batch.testing.deployment`): ``db migrate``, then ``api-server``,
+``scheduler``, ``dag-processor`` and ``triggerer``. Each runs in its own process group with its
+output in ``<home>/component-logs/<name>.log``. Every wait is bounded, and :meth:`AirflowHarness.stop`
+always runs (``__exit__``, the pytest finalizer and ``atexit``): SIGTERM to every process group and
+every descendant by PID, then SIGKILL to whatever is left after a grace period.
+
+The worker capacity is one slot (``[core] parallelism = 1``), so a test can show that a deferred
+batch task gives its slot back: two such tasks can only be ``deferred`` at the same time if the
+first one released the only slot.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import psutil
+from cryptography.fernet import Fernet
+
+from airflow_provider_claude_batch.testing.deployment import COMPOSE_SERVICE_COMMANDS
+from airflow_provider_claude_batch.testing.emulator import EmulatorClient
+
+T = TypeVar("T")
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "e2e-admin-password"
+# The compose service each native component stands for (the harness runs what the compose file runs).
+COMPONENT_SERVICES = {
+    "api-server": "airflow-apiserver",
+    "scheduler": "airflow-scheduler",
+    "dag-processor": "airflow-dag-processor",
+    "triggerer": "airflow-triggerer",
+}
+TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
+
+
+class HarnessError(RuntimeError):
+    """Airflow (or the emulator) did not do what the harness waited for; the message has log tails."""
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def batch_dag_source(
+    dag_id: str,
+    request_count: int,
+    *,
+    task_id: str = "summarise",
+    min_poll_interval: float = 1,
+    max_poll_interval: float = 2,
+) -> str:
+    """A DAG file with one ``ClaudeBatchOperator`` polling fast, its results under ``$AIRFLOW_HOME``.
+
+    :param dag_id: the DAG id (also the file name).
+    :param request_count: how many prompts the batch carries.
+    :param task_id: the batch task's id.
+    :param min_poll_interval: the trigger's first poll interval in seconds.
+    :param max_poll_interval: the trigger's longest poll interval in seconds.
+    """
+    return f'''"""End-to-end test DAG written by tests/e2e/harness.py."""
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+
+with DAG(
+    dag_id={dag_id!r},
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["e2e"],
+):
+    ClaudeBatchOperator(
+        task_id={task_id!r},
+        requests=[f"Summarise item {{i}} in one sentence." for i in range({request_count})],
+        model="claude-haiku-4-5",
+        max_tokens=64,
+        min_poll_interval={min_poll_interval},
+        max_poll_interval={max_poll_interval},
+    )
+'''
+
+
+class AirflowHarness:
+    """Real Airflow components on a temporary home, with the emulator standing in for the API.
+
+    Use as a context manager, or call :meth:`start` and (always) :meth:`stop`.
+
+    :param home: an empty folder to use as ``AIRFLOW_HOME`` (SQLite database, logs, results).
+    :param dags: DAG files to write into ``<home>/dags``: file name -> source.
+    :param api_key: the key of the ``claude_default`` connection (the emulator accepts only it).
+    :param emulator_config: ``EmulatorConfig`` fields for the emulator (e.g. ``processing_seconds``).
+    :param startup_timeout: seconds allowed for the migration plus all components to be healthy.
+    :param extra_env: more environment for every Airflow process (overrides the harness's own).
+    """
+
+    def __init__(
+        self,
+        home: Path,
+        dags: Mapping[str, str],
+        *,
+        api_key: str,
+        emulator_config: Mapping[str, Any] | None = None,
+        startup_timeout: float = 180.0,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.home = Path(home)
+        self.dags = dict(dags)
+        self.api_key = api_key
+        self.emulator_config = dict(emulator_config or {})
+        self.startup_timeout = startup_timeout
+        self.extra_env = dict(extra_env or {})
+        self.component_logs = self.home / "component-logs"
+        # The emulator prints its key on start-up, so its log lives outside the home that tests scan.
+        self.emulator_log = self.home.parent / f"{self.home.name}-emulator.log"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._retired: list[subprocess.Popen[bytes]] = []
+        self._known_pids: set[int] = set()
+        self.api_port = 0
+        self.api_url = ""
+        self.emulator_url = ""
+        self.emulator: EmulatorClient | None = None
+        self._emulator_process: subprocess.Popen[bytes] | None = None
+        self._token: str | None = None
+        self._http: httpx.Client | None = None
+        self._stopped = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> AirflowHarness:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> AirflowHarness:
+        """Emulator, migration, the four components; returns once they are healthy and logged in."""
+        atexit.register(self.stop)  # a Ctrl-C'd test session must not leave Airflow running
+        try:
+            deadline = time.monotonic() + self.startup_timeout
+            self._prepare_home()
+            self._start_emulator()
+            self.env = self._environment()
+            self._run_airflow(["db", "migrate"], "db-migrate", timeout=max(deadline - time.monotonic(), 30))
+            for name in COMPONENT_SERVICES:
+                self.start_component(name)
+            self._http = httpx.Client(base_url=self.api_url, timeout=30, trust_env=False)
+            self.wait_for(self._healthy, timeout=max(deadline - time.monotonic(), 10), what="all components healthy")
+            self._token = self.fetch_token()
+            for dag_id in self._dag_ids():
+                self.wait_for_dag(dag_id, timeout=max(deadline - time.monotonic(), 30))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _prepare_home(self) -> None:
+        (self.home / "dags").mkdir(parents=True, exist_ok=True)
+        self.component_logs.mkdir(parents=True, exist_ok=True)
+        for name, source in self.dags.items():
+            (self.home / "dags" / name).write_text(source)
+        # SimpleAuthManager keeps passwords it finds in its file, so the admin password is known.
+        (self.home / "simple_auth_manager_passwords.json").write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+
+    def _start_emulator(self) -> None:
+        command = [_console_script("claude-batch"), "emulator", "--port", "0", "--api-key", self.api_key]
+        with self.emulator_log.open("wb") as log:
+            self._emulator_process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self._remember(self._emulator_process)
+
+        def announced_url() -> str | None:
+            if self._emulator_process is not None and self._emulator_process.poll() is not None:
+                raise HarnessError(f"the emulator exited early:\n{_tail(self.emulator_log)}")
+            for line in self.emulator_log.read_text(errors="replace").splitlines():
+                if "listening on " in line:
+                    return line.split("listening on ", 1)[1].strip()
+            return None
+
+        self.emulator_url = self.wait_for(announced_url, timeout=30, what="the emulator to listen")
+        self.emulator = EmulatorClient(self.emulator_url)
+        self.emulator.wait_until_ready()
+        if self.emulator_config:
+            self.emulator.configure(**self.emulator_config)
+
+    def _environment(self) -> dict[str, str]:
+        self.api_port = free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        # Nothing of the developer's (or the unit tests') Airflow settings may leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ANTHROPIC_"))}
+        env.update(
+            {
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                # One worker slot: two tasks deferred at once proves a deferred task frees its slot.
+                "AIRFLOW__CORE__PARALLELISM": "1",
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__CORE__AUTH_MANAGER": (
+                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+                ),
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                    self.home / "simple_auth_manager_passwords.json"
+                ),
+                # Every component must sign and check the same tokens.
+                "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
+                "AIRFLOW__API__SECRET_KEY": Fernet.generate_key().decode(),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.api_port),
+                "AIRFLOW__API__BASE_URL": f"{self.api_url}/",
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+                # Other harnesses (other engineers, CI) may run on this machine: no fixed ports.
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                # Parse the test DAGs within seconds, with one parsing process (2 cores).
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+                # A SIGKILLed triggerer leaves no end date; its triggers move once it looks dead.
+                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+                "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
+                "AIRFLOW_CONN_CLAUDE_DEFAULT": json.dumps(
+                    {"conn_type": "claude", "password": self.api_key, "host": self.emulator_url}
+                ),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        return env
+
+    def _run_airflow(self, args: list[str], log_name: str, timeout: float) -> None:
+        log_path = self.component_logs / f"{log_name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [_console_script("airflow"), *args],
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._remember(process)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            _terminate([process], grace=5)
+            raise HarnessError(
+                f"airflow {' '.join(args)} did not finish in {timeout:.0f}s:\n{_tail(log_path)}"
+            ) from error
+        if code != 0:
+            raise HarnessError(f"airflow {' '.join(args)} exited {code}:\n{_tail(log_path)}")
+
+    def start_component(self, name: str) -> subprocess.Popen[bytes]:
+        """Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``).
+
+        :param name: the component; a second start of the same name appends to its log.
+        """
+        args = list(COMPOSE_SERVICE_COMMANDS[COMPONENT_SERVICES[name]])
+        if name == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
+        log_path = self.component_logs / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [_console_script("airflow"), *args],
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group, so it and its children stop together
+            )
+        self._remember(process)
+        self.processes[name] = process
+        return process
+
+    def kill_component(self, name: str) -> None:
+        """SIGKILL a component's whole process group and its descendants: a crash, no clean shutdown.
+
+        :param name: the component to kill.
+        """
+        process = self.processes.pop(name)
+        victims = [process.pid, *_descendants(process.pid)]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=10)
+        self._retired.append(process)
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop everything this harness started, by PID; safe to call more than once.
+
+        :param grace: seconds between SIGTERM and SIGKILL.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._http is not None:
+            self._http.close()
+        processes = [*self.processes.values(), *self._retired]
+        if self._emulator_process is not None:
+            processes.append(self._emulator_process)
+        _terminate(processes, grace=grace, also=self._known_pids)
+        self.processes.clear()
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+
+    def _remember(self, process: subprocess.Popen[bytes]) -> None:
+        self._known_pids.add(process.pid)
+
+    # -- REST API ------------------------------------------------------------------------------
+
+    @property
+    def http(self) -> httpx.Client:
+        if self._http is None:
+            raise HarnessError("the harness is not started")
+        return self._http
+
+    @property
+    def token(self) -> str:
+        if self._token is None:
+            raise HarnessError("not logged in yet")
+        return self._token
+
+    def fetch_token(self, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> str:
+        """A JWT from ``POST /auth/token`` (SimpleAuthManager)."""
+        response = self.http.post("/auth/token", json={"username": username, "password": password})
+        if response.status_code not in (200, 201):
+            raise HarnessError(f"POST /auth/token answered {response.status_code}: {response.text}")
+        return str(response.json()["access_token"])
+
+    def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
+        """One call to the api-server, with the admin's bearer token unless ``auth=False``.
+
+        :param method: the HTTP method.
+        :param path: the path, e.g. ``/api/v2/dags``.
+        :param auth: send ``Authorization: Bearer <token>``.
+        """
+        headers = dict(kwargs.pop("headers", None) or {})
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+    def api(self, method: str, path: str, **kwargs: Any) -> Any:
+        """An authenticated call that must succeed; returns the decoded JSON body."""
+        response = self.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise HarnessError(f"{method} {path} answered {response.status_code}: {response.text[:2000]}")
+        return response.json() if response.content else None
+
+    def _healthy(self) -> bool:
+        process_failures = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        if process_failures:
+            raise HarnessError(f"components exited during start-up: {process_failures}\n{self.log_tails()}")
+        try:
+            body = self.http.get("/api/v2/monitor/health").json()
+        except (httpx.HTTPError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((body.get(part) or {}).get("status") == "healthy" for part in parts)
+
+    def _dag_ids(self) -> list[str]:
+        return [Path(name).stem for name in self.dags]
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
+        """Until the dag-processor has serialised ``dag_id`` (fails at once on an import error)."""
+
+        def parsed() -> dict[str, Any] | None:
+            errors = self.api("GET", "/api/v2/importErrors").get("import_errors", [])
+            if errors:
+                raise HarnessError(f"DAG import errors: {json.dumps(errors, indent=2)[:4000]}")
+            response = self.request("GET", f"/api/v2/dags/{dag_id}")
+            return response.json() if response.status_code == 200 else None
+
+        return self.wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed")
+
+    def trigger_dag(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> str:
+        """Create a manual run; returns its run id."""
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
+        return str(self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}")
+
+    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
+        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}")
+
+    def ti_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
+        return self.task_instance(dag_id, run_id, task_id).get("state")
+
+    def task_instances(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
+        """Task instances of one run, or of every run with ``run_id="~"``."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"
+        return list(self.api("GET", path, params={"limit": 100})["task_instances"])
+
+    def set_ti_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
+        """``PATCH`` a task instance's state, as a user marking it in the UI does."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
+        return self.api("PATCH", path, json={"new_state": state})
+
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
+        return self.api("GET", path, params={"deserialize": True, "stringify": False})["value"]
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The task's log through the REST API (worker and trigger parts merged), as text."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
+        body = self.api("GET", path, params={"full_content": True}, headers={"Accept": "application/json"})
+        content = body.get("content")
+        if isinstance(content, list):
+            return "\n".join(json.dumps(item) if not isinstance(item, str) else item for item in content)
+        return str(content)
+
+    def wait_for_state(
+        self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout: float = 120
+    ) -> str:
+        """Until the task instance reaches one of ``states``; a different terminal state fails early."""
+        wanted = set(states)
+
+        def reached() -> str | None:
+            state = self.ti_state(dag_id, run_id, task_id)
+            if state in wanted:
+                return state
+            if state in TERMINAL_TI_STATES:
+                raise HarnessError(
+                    f"{dag_id}/{run_id}/{task_id} ended {state}, not {sorted(wanted)}.\n"
+                    f"Task log:\n{self.task_log(dag_id, run_id, task_id)[-4000:]}\n{self.log_tails()}"
+                )
+            return None
+
+        return self.wait_for(reached, timeout=timeout, what=f"{dag_id}/{run_id}/{task_id} in {sorted(wanted)}")
+
+    # -- waiting and diagnostics ---------------------------------------------------------------
+
+    def wait_for(self, probe: Callable[[], T | None], *, timeout: float, what: str, interval: float = 0.5) -> T:
+        """Call ``probe`` until it returns something truthy (returned), for at most ``timeout`` seconds.
+
+        :param probe: returns a falsy value to keep waiting; may raise to fail at once.
+        :param timeout: seconds before giving up with a :class:`HarnessError` carrying log tails.
+        :param what: what is awaited, for the error message.
+        :param interval: seconds between two probes.
+        """
+        deadline = time.monotonic() + timeout
+        last_error: Exception | None = None
+        while True:
+            try:
+                value = probe()
+                if value:
+                    return value
+            except HarnessError:
+                raise
+            except (httpx.HTTPError, OSError, ValueError, KeyError) as error:
+                last_error = error  # a component restarting, a half-written file: try again
+            if time.monotonic() >= deadline:
+                extra = f" (last error: {last_error!r})" if last_error else ""
+                raise HarnessError(f"timed out after {timeout:.0f}s waiting for {what}{extra}\n{self.log_tails()}")
+            time.sleep(interval)
+
+    def log_tails(self, lines: int = 25) -> str:
+        """The last lines of every component's log, for failure messages."""
+        parts = []
+        for path in sorted(self.component_logs.glob("*.log")):
+            parts.append(f"--- {path.name} ---\n{_tail(path, lines)}")
+        return "\n".join(parts)
+
+    def files_containing(self, needle: str) -> list[Path]:
+        """Every file under the home whose bytes contain ``needle`` (a leak check)."""
+        raw = needle.encode()
+        hits = []
+        for path in self.home.rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    if raw in path.read_bytes():
+                        hits.append(path)
+        return hits
+
+    def results_rows(self, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The landed ``results.jsonl`` rows a manifest points at (a ``file://`` URI)."""
+        uri = str(manifest["results_uri"])
+        path = Path(uri.removeprefix("file://")) if uri.startswith("file://") else Path(uri)
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _console_script(name: str) -> str:
+    """The console script installed beside this interpreter (the venv's), else the one on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise HarnessError(f"{name} is not installed; pip install -e . first")
+    return found
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _descendants(pid: int) -> list[int]:
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    return []
+
+
+def _terminate(processes: list[subprocess.Popen[bytes]], grace: float, also: Iterable[int] = ()) -> None:
+    """SIGTERM each process group (and every descendant by PID), then SIGKILL what is left."""
+    pids: set[int] = set()
+    for process in processes:
+        if process.poll() is None:
+            pids.add(process.pid)
+            pids.update(_descendants(process.pid))
+    for pid in also:
+        with contextlib.suppress(psutil.Error):
+            if psutil.Process(pid).is_running():
+                pids.update(_descendants(pid))
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+    survivors = [pid for pid in pids if psutil.pid_exists(pid) and not _is_zombie(pid)]
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+    for pid in survivors:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+
+
+def _is_zombie(pid: int) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    return True
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as error:
+        return f"(cannot read {path}: {error})"

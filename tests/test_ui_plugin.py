@@ -1,0 +1,292 @@
+"""The "Claude Batches" plugin without a browser: Airflow's own API app in-process, real auth, real data.
+
+The app is Airflow's ``create_app("core")`` (which mounts every plugin, ours through its
+``airflow.plugins`` entry point) with SimpleAuthManager, driven by ``fastapi.testclient``. The data
+comes from a real ``dag.test()`` run of ``ClaudeBatchOperator`` against the emulator, plus the pure
+row builder fed with hand-made snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from airflow_support import run_dag
+from support import TEST_API_KEY
+
+from airflow_provider_claude_batch.links import ClaudeBatchLink, task_page_path
+from airflow_provider_claude_batch.metrics import emit_landed_metrics
+from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+from airflow_provider_claude_batch.plugins.monitor import (
+    BatchStatusCache,
+    Lookup,
+    TaskRecord,
+    build_row,
+)
+from airflow_provider_claude_batch.polling import BatchSnapshot
+
+PASSWORD = "ui-test-password"
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def snapshot(batch_id: str, status: str, created: datetime, ended: datetime | None = None, **counts: int):
+    full = {"processing": 0, "succeeded": 0, "errored": 0, "canceled": 0, "expired": 0, **counts}
+    return BatchSnapshot(
+        batch_id=batch_id,
+        processing_status=status,
+        request_counts=full,
+        created_at=created.isoformat(),
+        expires_at=(created + timedelta(hours=24)).isoformat(),
+        ended_at=ended.isoformat() if ended else None,
+        results_url=f"https://api.example.invalid/v1/messages/batches/{batch_id}/results",
+    )
+
+
+# -- the row builder (pure) --------------------------------------------------------------------
+
+
+def test_running_row_shows_elapsed_time_in_the_24h_window_not_fake_progress():
+    record = TaskRecord("nightly", "run1", "summarise", -1, ["b1"], state="deferred")
+    lookups = {
+        ("claude_default", "b1"): Lookup(
+            snapshot("b1", "in_progress", NOW - timedelta(hours=6), processing=40), None, 0
+        )
+    }
+    row = build_row(record, lookups, NOW)
+    assert row["status"] == "in_progress" and row["task_state"] == "deferred"
+    assert row["request_counts"]["processing"] == 40 and row["request_total"] == 40
+    assert row["window"]["fraction"] == pytest.approx(0.25)
+    assert row["window"]["seconds_to_expiry"] == pytest.approx(18 * 3600)
+    assert row["landed"] is False and row["cost"] is None and row["results_uri"] is None
+    assert row["task_page"] == "/claude-batch/task/nightly/run1/summarise?map_index=-1"
+    assert "results_url" not in row["batches"][0]  # the API's URL would need the key
+
+
+def test_landed_row_takes_counts_tokens_and_cost_from_the_manifest():
+    manifest = {
+        "results_uri": "file:///data/out/results.jsonl",
+        "request_count": 3,
+        "counts": {"succeeded": 2, "errored": 1, "expired": 0, "canceled": 0, "invalid_output": 0},
+        "usage": {"input_tokens": 300, "output_tokens": 90, "cache_creation_input_tokens": 0},
+        "cost": {"batch_usd": 0.0021, "sync_usd": 0.0042, "saving_usd": 0.0021, "prices_as_of": "2026-01-01"},
+        "route": "batch",
+        "landed_at": NOW.isoformat(),
+    }
+    record = TaskRecord("d", "r", "t", 2, ["b1", "b2"], state="success", manifest=manifest)
+    created = NOW - timedelta(hours=2)
+    lookups = {
+        ("claude_default", "b1"): Lookup(
+            snapshot("b1", "ended", created, created + timedelta(hours=1), succeeded=2), None, 0
+        ),
+        ("claude_default", "b2"): Lookup(None, "Could not read batch b2: HTTP 404 NotFoundError", 0),
+    }
+    row = build_row(record, lookups, NOW)
+    assert row["landed"] and row["status"] == "ended"
+    assert row["request_counts"] == {"succeeded": 2, "errored": 1} and row["request_total"] == 3
+    assert row["usage"]["output_tokens"] == 90
+    assert row["cost"]["saving_usd"] == 0.0021
+    assert row["errors"] == ["Could not read batch b2: HTTP 404 NotFoundError"]
+    assert row["task_page"].endswith("?map_index=2")
+
+
+def test_status_cache_reuses_fresh_lookups_and_reports_errors_instead_of_raising():
+    calls: list[str] = []
+    clock = [0.0]
+
+    def retrieve(conn_id: str, batch_id: str) -> BatchSnapshot:
+        calls.append(batch_id)
+        if batch_id == "broken":
+            raise ConnectionError("down")
+        return snapshot(batch_id, "in_progress", NOW, processing=1)
+
+    cache = BatchStatusCache(retrieve=retrieve, clock=lambda: clock[0])
+    first = cache.lookup_many([("c", "a"), ("c", "broken"), ("c", "a")])
+    assert first[("c", "a")].snapshot is not None
+    assert first[("c", "broken")].error == "Could not read batch broken: ConnectionError"
+    cache.lookup_many([("c", "a")])
+    assert calls.count("a") == 1  # served from the cache
+    clock[0] = 60.0
+    cache.lookup_many([("c", "a")])
+    assert calls.count("a") == 2  # a running batch is looked at again after the TTL
+
+
+def test_task_page_path_quotes_run_ids():
+    path = task_page_path("dag", "manual__2026-01-01T00:00:00+00:00", "t", None)
+    assert path == "/claude-batch/task/dag/manual__2026-01-01T00%3A00%3A00%2B00%3A00/t?map_index=-1"
+
+
+def test_metrics_are_emitted_through_airflows_stats(monkeypatch):
+    from airflow_provider_claude_batch import metrics
+
+    sent: list[tuple[str, int, dict]] = []
+
+    class FakeStats:
+        @staticmethod
+        def incr(name, count=1, rate=None, *, tags=None):
+            sent.append((name, count, tags))
+
+    monkeypatch.setattr(metrics, "stats_client", lambda: FakeStats)
+    manifest = {
+        "route": "batch",
+        "request_count": 5,
+        "counts": {"succeeded": 4, "errored": 1},
+        "usage": {"input_tokens": 100, "output_tokens": 40},
+    }
+    emit_landed_metrics(manifest)
+    assert {(name, count) for name, count, _ in sent} == {
+        ("claude_batch.submitted", 5),
+        ("claude_batch.succeeded", 4),
+        ("claude_batch.errored", 1),
+        ("claude_batch.tokens.input", 100),
+        ("claude_batch.tokens.output", 40),
+    }
+    assert all(tags == {"route": "batch"} for _, _, tags in sent)
+
+
+def test_metrics_never_fail_a_task(monkeypatch):
+    from airflow_provider_claude_batch import metrics
+
+    def broken():
+        raise RuntimeError("statsd misconfigured")
+
+    monkeypatch.setattr(metrics, "stats_client", broken)
+    assert emit_landed_metrics({"request_count": 1, "counts": {"succeeded": 1}})["claude_batch.submitted"] == 1
+
+
+def test_the_real_stats_client_is_airflows():
+    from airflow_provider_claude_batch.metrics import stats_client
+
+    assert callable(stats_client().incr)
+
+
+# -- the app, in Airflow's own API server app ----------------------------------------------------
+
+
+@pytest.fixture
+def api_client(airflow_db, claude_conn, claude_emulator, monkeypatch, tmp_path):
+    """Airflow's core API app with SimpleAuthManager (admin) and our plugin mounted."""
+    from fastapi.testclient import TestClient
+
+    passwords = tmp_path / "passwords.json"
+    passwords.write_text(json.dumps({"admin": PASSWORD}))
+    monkeypatch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-plugin-test-secret-0123456789abcdef")
+    from airflow.api_fastapi import app as api_app
+    from airflow.api_fastapi.app import create_app
+
+    from airflow_provider_claude_batch.plugins import ui
+
+    ui.status_cache.clear()
+    api_app.purge_cached_app()
+    with TestClient(create_app("core")) as client:
+        yield client
+    api_app.purge_cached_app()
+
+
+def token(client) -> str:
+    response = client.post("/auth/token", json={"username": "admin", "password": PASSWORD})
+    assert response.status_code in (200, 201), response.text
+    return response.json()["access_token"]
+
+
+def landed_run(claude_emulator, tmp_path):
+    from airflow.sdk import DAG
+
+    claude_emulator.configure(processing_seconds=0.3)
+    with DAG("ui_plugin_landed", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        ClaudeBatchOperator(
+            task_id="batch",
+            requests=[f"Summarise item {i}" for i in range(3)],
+            model="claude-haiku-4-5",
+            max_tokens=32,
+            min_poll_interval=0.05,
+            max_poll_interval=0.2,
+            results_uri=f"file://{tmp_path}/out",
+        )
+    return run_dag(dag)
+
+
+ENDPOINTS = (
+    "/claude-batch/",
+    "/claude-batch/api/batches",
+    "/claude-batch/api/task/d/r/t?map_index=-1",
+    "/claude-batch/task/d/r/t?map_index=-1",
+)
+
+
+@pytest.mark.parametrize("path", ENDPOINTS)
+def test_every_endpoint_requires_authentication(api_client, path):
+    assert api_client.get(path).status_code == 401
+    assert api_client.get(path, headers={"Authorization": "Bearer not-a-jwt"}).status_code in (401, 403)
+
+
+def test_api_lists_a_landed_batch_with_cost_and_the_extra_link(api_client, claude_emulator, tmp_path):
+    outcome = landed_run(claude_emulator, tmp_path)
+    assert outcome.task_states == {"batch": "success"}
+    manifest = outcome.xcom("batch")
+    # The link's XCom was pushed at submission (so it shows while deferred) and points at our page.
+    link = outcome.xcom("batch", ClaudeBatchLink().xcom_key)
+    assert link.endswith(task_page_path("ui_plugin_landed", outcome_run_id(outcome), "batch", -1))
+
+    headers = {"Authorization": f"Bearer {token(api_client)}"}
+    body = api_client.get("/claude-batch/api/batches", headers=headers).json()
+    assert {"generated_at", "refresh_seconds", "progress_note", "total", "rows"} <= set(body)
+    [row] = [r for r in body["rows"] if r["dag_id"] == "ui_plugin_landed"]
+    assert row["batch_ids"] == [manifest["batch_id"]]
+    assert row["status"] == "ended" and row["task_state"] == "success" and row["landed"] is True
+    assert row["request_counts"] == {"succeeded": 3} and row["request_total"] == 3
+    assert row["cost"]["batch_usd"] == manifest["cost"]["batch_usd"]
+    assert row["cost"]["saving_usd"] == manifest["cost"]["saving_usd"]
+    assert row["usage"]["input_tokens"] == manifest["usage"]["input_tokens"]
+    assert row["results_uri"] == manifest["results_uri"]
+    assert row["window"]["ended_at"] and row["window"]["elapsed_seconds"] > 0 and row["window"]["fraction"] < 0.01
+    assert row["batches"][0]["processing_status"] == "ended" and row["errors"] == []
+    assert TEST_API_KEY not in json.dumps(body)
+
+    one = api_client.get(row["task_page"].replace("/task/", "/api/task/"), headers=headers)
+    assert one.status_code == 200 and one.json()["row"]["batch_ids"] == row["batch_ids"]
+    missing = api_client.get("/claude-batch/api/task/ui_plugin_landed/nope/batch", headers=headers)
+    assert missing.status_code == 404
+
+    # The UI's session cookie works too: that is what the iframe and the page's script send.
+    api_client.cookies.set("_token", token(api_client))
+    page = api_client.get(row["task_page"])
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "ui_plugin_landed" in page.text and "<script" in page.text and "http" not in _external_refs(page.text)
+    assert api_client.get("/claude-batch/").status_code == 200
+
+
+def test_the_plugin_is_registered_with_its_views(api_client):
+    headers = {"Authorization": f"Bearer {token(api_client)}"}
+    plugins = api_client.get("/api/v2/plugins", headers=headers).json()["plugins"]
+    [ours] = [p for p in plugins if p["name"] == "claude_batch"]
+    views = {view["name"]: view for view in ours["external_views"]}
+    assert views["Claude Batches"]["destination"] == "nav" and views["Claude Batches"]["category"] == "browse"
+    assert views["Claude Batches"]["href"] == "/claude-batch/"
+    assert views["Claude batch"]["destination"] == "task_instance"
+    assert "{DAG_ID}" in views["Claude batch"]["href"] and "{MAP_INDEX}" in views["Claude batch"]["href"]
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/claude-batch"
+
+
+def outcome_run_id(outcome) -> str:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(XComModel.dag_id == "ui_plugin_landed").order_by(XComModel.timestamp.desc())
+        ).first()
+        return row.run_id
+
+
+def _external_refs(page: str) -> str:
+    """Every src=/href= value of a page, to check it loads nothing from elsewhere (no CDN)."""
+    import re
+
+    return " ".join(re.findall(r'(?:src|href)="([^"]+)"', page))
