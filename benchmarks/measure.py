@@ -63,6 +63,7 @@ class Measurement:
     wall_s: float = 0.0
     baseline_rss_mb: float = 0.0
     peak_rss_growth_mb: float = 0.0
+    rss_growth_after_mb: float = 0.0
     python_threads_before: int = 0
     python_threads_after: int = 0
     os_threads_before: int = 0
@@ -80,6 +81,7 @@ class Measurement:
             "wall_s": self.wall_s,
             "baseline_rss_mb": self.baseline_rss_mb,
             "peak_rss_growth_mb": self.peak_rss_growth_mb,
+            "rss_growth_after_mb": self.rss_growth_after_mb,
             "python_threads_before": self.python_threads_before,
             "python_threads_after": self.python_threads_after,
             "os_threads_before": self.os_threads_before,
@@ -103,5 +105,6 @@ def measured() -> Iterator[Measurement]:
     yield result
     result.wall_s = time.perf_counter() - result.started
     result.peak_rss_growth_mb = max(peak_rss_bytes() - baseline, 0) / MB
+    result.rss_growth_after_mb = (current_rss_bytes() - baseline) / MB
     result.python_threads_after = threading.active_count()
     result.os_threads_after = os_thread_count()

@@ -19,4 +19,5 @@ fi
 cd "$ROOT"
 echo ">> pytest on apache-airflow $("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("apache-airflow"))')"
 "$VENV/bin/python" -m pytest -m "not latest_airflow_only" tests/test_requests.py tests/test_hook.py tests/test_trigger.py \
-  tests/test_batch_operator.py tests/test_provider_registration.py "$@"
+  tests/test_batch_operator.py tests/test_sensor.py tests/test_provider_registration.py tests/test_policy.py \
+  tests/test_message_operator.py tests/test_audit.py "$@"

@@ -36,8 +36,10 @@ def test_provider_info_is_accepted_by_the_provider_schema():
     [
         ("hooks", "airflow_provider_claude_batch.hooks.claude.ClaudeHook"),
         ("triggers", "airflow_provider_claude_batch.triggers.batch"),
-        ("widgets", "extra__claude__model"),
-        ("behaviours", "claude"),
+        # Airflow 3.1 reads custom connection fields only through wtforms, which a default install lacks;
+        # declarative conn-fields arrived in 3.2.
+        pytest.param("widgets", "extra__claude__model", marks=pytest.mark.latest_airflow_only),
+        pytest.param("behaviours", "claude", marks=pytest.mark.latest_airflow_only),
     ],
 )
 def test_airflow_providers_commands_show_the_provider(command, expected):

@@ -50,7 +50,10 @@ def test_outcome_policy_fails_and_points_at_the_results(claude_emulator, capfd):
 
 
 def test_killing_the_sensor_never_cancels_batches_it_does_not_own():
-    from airflow.sdk.exceptions import TaskDeferred
+    try:
+        from airflow.sdk.exceptions import TaskDeferred
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import TaskDeferred
 
     sensor = ClaudeBatchSensor(task_id="s", batch_ids=["msgbatch_x"])
     with pytest.raises(TaskDeferred) as deferred:

@@ -175,7 +175,7 @@ def api_client(airflow_db, claude_conn, claude_emulator, monkeypatch, tmp_path):
     )
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin")
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-plugin-test-secret-0123456789abcdef")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "ui-plugin-test-secret-" + "0123456789abcdef" * 4)
     from airflow.api_fastapi import app as api_app
     from airflow.api_fastapi.app import create_app
 
