@@ -319,8 +319,7 @@ def cost_of(usage_by_model: Mapping[str, TokenUsage], *, cache_write_ttl: CacheW
     for model, usage in usage_by_model.items():
         if not isinstance(usage, TokenUsage):
             raise TypeError(
-                f"usage for {model!r} must be a TokenUsage (see TokenUsage.from_api); "
-                f"got {type(usage).__name__}"
+                f"usage for {model!r} must be a TokenUsage (see TokenUsage.from_api); got {type(usage).__name__}"
             )
         try:
             price = price_for(model)

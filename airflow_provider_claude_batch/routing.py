@@ -90,9 +90,7 @@ def format_duration(td: timedelta) -> str:
     days = td.days
     hours, remainder = divmod(td.seconds, 3600)
     minutes, seconds = divmod(remainder, 60)
-    parts = [
-        _plural(value, unit) for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if value
-    ]
+    parts = [_plural(value, unit) for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if value]
     if td.microseconds:
         # Sub-second precision only matters for tiny durations; keep it readable, not exact.
         fractional = f"{seconds + td.microseconds / 1_000_000:.6f}".rstrip("0").rstrip(".")
@@ -110,9 +108,7 @@ def format_duration(td: timedelta) -> str:
 def _check_choice(name: str, value: object, allowed: tuple[str, ...], meaning: str) -> None:
     allowed_text = ", ".join(repr(choice) for choice in allowed)
     if not isinstance(value, str):
-        raise TypeError(
-            f"{name} must be one of {allowed_text} ({meaning}); got {type(value).__name__} {value!r}"
-        )
+        raise TypeError(f"{name} must be one of {allowed_text} ({meaning}); got {type(value).__name__} {value!r}")
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed_text} ({meaning}); got {value!r}")
 
@@ -165,17 +161,13 @@ class Workload:
     def __post_init__(self) -> None:
         _check_choice("waiting", self.waiting, _WAITING_VALUES, "who is held idle until Claude answers")
         _check_positive_duration("deadline", self.deadline, "a hard deadline measured from submission")
-        _check_positive_duration(
-            "refresh_every", self.refresh_every, "how often consumers expect fresh results"
-        )
+        _check_positive_duration("refresh_every", self.refresh_every, "how often consumers expect fresh results")
         _check_flag("needs_streaming", self.needs_streaming)
         _check_flag("needs_fast_mode", self.needs_fast_mode)
         _check_flag("interactive_loop", self.interactive_loop)
         if self.triggered_by is not None:
             _check_choice("triggered_by", self.triggered_by, _TRIGGER_VALUES, "who started the work, or None")
-        if self.description is not None and (
-            not isinstance(self.description, str) or not self.description.strip()
-        ):
+        if self.description is not None and (not isinstance(self.description, str) or not self.description.strip()):
             raise TypeError(
                 f"description must be a non-empty string or None; got {type(self.description).__name__} "
                 f"{self.description!r}"
@@ -299,8 +291,7 @@ def _waiting_reasons(workload: Workload) -> tuple[str, ...]:
         return (f"a person waits on {workload.subject}: batch could hold it up to {_WINDOW_TEXT}",)
     if workload.waiting == "pipeline":
         return (
-            f"a pipeline step sits idle until {workload.subject} is answered: batch could hold it up "
-            f"to {_WINDOW_TEXT}",
+            f"a pipeline step sits idle until {workload.subject} is answered: batch could hold it up to {_WINDOW_TEXT}",
         )
     return ()
 
@@ -322,9 +313,7 @@ def _time_reasons(workload: Workload) -> tuple[str, ...]:
 
 
 def _batch_reasons(workload: Workload) -> tuple[str, ...]:
-    reasons = [
-        f"nobody waits on {workload.subject} and no deadline under {_WINDOW_TEXT}: latency-tolerant, batch it"
-    ]
+    reasons = [f"nobody waits on {workload.subject} and no deadline under {_WINDOW_TEXT}: latency-tolerant, batch it"]
     if workload.deadline is not None:
         reasons.append(
             f"the deadline of {format_duration(workload.deadline)} is no shorter than the batch window "

@@ -104,9 +104,7 @@ def test_a_lost_create_answer_is_adopted_not_resubmitted(claude_conn, claude_emu
 
 
 def test_a_failed_create_that_stored_nothing_is_sent_again(claude_conn, claude_emulator):
-    claude_emulator.configure(
-        faults=[{"method": "POST", "path": r"^/v1/messages/batches$", "status": 529, "count": 2}]
-    )
+    claude_emulator.configure(faults=[{"method": "POST", "path": r"^/v1/messages/batches$", "status": 529, "count": 2}])
     batch = ClaudeHook().create_batch(prepare_requests(["a"], DEFAULTS))
     state = claude_emulator.state()
     assert state["create_calls"] == 3
@@ -116,9 +114,7 @@ def test_a_failed_create_that_stored_nothing_is_sent_again(claude_conn, claude_e
 def test_known_batches_are_never_adopted(claude_conn, claude_emulator):
     hook = ClaudeHook()
     first = hook.create_batch(prepare_requests(["a"], DEFAULTS))
-    claude_emulator.configure(
-        faults=[{"method": "POST", "path": r"^/v1/messages/batches$", "status": 500, "count": 1}]
-    )
+    claude_emulator.configure(faults=[{"method": "POST", "path": r"^/v1/messages/batches$", "status": 500, "count": 1}])
     second = hook.create_batch(prepare_requests(["b"], DEFAULTS), known_batch_ids=[first.id])
     assert second.id != first.id
     assert claude_emulator.state()["batch_count"] == 2

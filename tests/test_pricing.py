@@ -250,9 +250,7 @@ def test_cost_of_rejects_raw_dicts() -> None:
 
 
 def test_report_as_dict_is_json_safe_and_rounded() -> None:
-    report = cost_of(
-        {"claude-haiku-4-5": TokenUsage(input_tokens=1, output_tokens=1, cache_read_input_tokens=7)}
-    )
+    report = cost_of({"claude-haiku-4-5": TokenUsage(input_tokens=1, output_tokens=1, cache_read_input_tokens=7)})
 
     as_dict = report.as_dict()
 
@@ -327,12 +325,8 @@ def test_monthly_cost_rejects_bad_run_counts(runs: object, error: type[Exception
 
 
 def test_usages_add_up() -> None:
-    first = TokenUsage(
-        input_tokens=1, output_tokens=2, cache_creation_input_tokens=3, cache_read_input_tokens=4
-    )
-    second = TokenUsage(
-        input_tokens=10, output_tokens=20, cache_creation_input_tokens=30, cache_read_input_tokens=40
-    )
+    first = TokenUsage(input_tokens=1, output_tokens=2, cache_creation_input_tokens=3, cache_read_input_tokens=4)
+    second = TokenUsage(input_tokens=10, output_tokens=20, cache_creation_input_tokens=30, cache_read_input_tokens=40)
 
     assert first + second == TokenUsage(11, 22, 33, 44)
     assert sum([first, second, first]) == TokenUsage(12, 24, 36, 48)

@@ -44,15 +44,11 @@ def test_pre_merge_review_a_developer_waits_on_is_sync() -> None:
 
     assert decision.route == "sync"
     assert decision.decided_by == "waiting"
-    assert decision.reasons == (
-        "a person waits on this pre-merge review: batch could hold it up to 24 hours",
-    )
+    assert decision.reasons == ("a person waits on this pre-merge review: batch could hold it up to 24 hours",)
 
 
 def test_support_agent_holding_a_customer_is_sync_for_the_loop() -> None:
-    decision = decide_route(
-        Workload(waiting="person", interactive_loop=True, description="support conversation")
-    )
+    decision = decide_route(Workload(waiting="person", interactive_loop=True, description="support conversation"))
 
     assert decision.route == "sync"
     assert decision.decided_by == "capability"
@@ -172,9 +168,7 @@ def test_every_applicable_capability_is_listed_and_only_the_decisive_question_sp
     "workload",
     [
         pytest.param(
-            Workload(
-                triggered_by="schedule", refresh_every=timedelta(days=1), description="nightly summaries"
-            ),
+            Workload(triggered_by="schedule", refresh_every=timedelta(days=1), description="nightly summaries"),
             id="nightly-summaries",
         ),
         pytest.param(
@@ -201,9 +195,7 @@ def test_default_workload_is_batch() -> None:
     decision = decide_route(Workload())
 
     assert decision.route == "batch"
-    assert decision.reasons == (
-        "nobody waits on this and no deadline under 24 hours: latency-tolerant, batch it",
-    )
+    assert decision.reasons == ("nobody waits on this and no deadline under 24 hours: latency-tolerant, batch it",)
 
 
 def test_a_generous_deadline_is_explained() -> None:
@@ -214,9 +206,7 @@ def test_a_generous_deadline_is_explained() -> None:
 
 
 def test_user_triggered_emailed_report_is_batch() -> None:
-    decision = decide_route(
-        Workload(waiting="nobody", triggered_by="person", description="emailed analysis report")
-    )
+    decision = decide_route(Workload(waiting="nobody", triggered_by="person", description="emailed analysis report"))
 
     assert decision.route == "batch"
     assert "latency-tolerant" in decision.reasons[0]
@@ -236,9 +226,7 @@ def test_user_triggered_emailed_report_is_batch() -> None:
         (Workload(deadline=timedelta(hours=24)), "batch"),
     ],
 )
-def test_triggered_by_never_changes_the_route(
-    workload: Workload, route: str, triggered_by: str | None
-) -> None:
+def test_triggered_by_never_changes_the_route(workload: Workload, route: str, triggered_by: str | None) -> None:
     decision = decide_route(dataclasses.replace(workload, triggered_by=triggered_by))
 
     assert decision.route == route
@@ -329,9 +317,7 @@ def test_zero_or_negative_durations_are_rejected(field: str, value: timedelta) -
 @pytest.mark.parametrize("field", ["deadline", "refresh_every"])
 @pytest.mark.parametrize("value", [3600, "2h", 1.5])
 def test_durations_must_be_timedeltas(field: str, value: object) -> None:
-    with pytest.raises(
-        TypeError, match=rf"{field} must be a datetime\.timedelta or None.*timedelta\(hours=2\)"
-    ):
+    with pytest.raises(TypeError, match=rf"{field} must be a datetime\.timedelta or None.*timedelta\(hours=2\)"):
         Workload(**{field: value})
 
 

@@ -472,6 +472,33 @@ def test_results_cut_once_then_complete(claude_emulator):
     assert claude_emulator.state()["faults_injected"] == 1
 
 
+def test_a_full_download_is_replayed_byte_for_byte_and_a_cut_one_is_not_kept(claude_emulator):
+    claude_emulator.configure(
+        error_rate=0.3,
+        seed=3,
+        faults=[{"path": r"/v1/messages/batches/[^/]+/results", "cut_after_rows": 3, "count": 1}],
+    )
+    api = client(claude_emulator)
+    batch = api.messages.batches.create(requests=requests(40))
+    wait_ended(api, batch.id)
+    with (
+        api.messages.batches.with_streaming_response.results(batch.id) as response,
+        pytest.raises(httpx2.HTTPError),
+    ):
+        response.read()
+    stored = claude_emulator.emulator_state.batches[batch.id]
+    assert stored.rendered is None  # the cut download rendered 3 rows only: nothing kept
+
+    def download() -> bytes:
+        with api.messages.batches.with_streaming_response.results(batch.id) as response:
+            return response.read()
+
+    first = download()
+    assert stored.rendered is not None
+    assert download() == first
+    assert len(first.splitlines()) == 40
+
+
 # --------------------------------------------------------------------------------------------
 # responses
 
