@@ -21,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_claude_batch.results import (
+    CustomIdDigest,
     ResultRow,
     ResultTally,
+    decode_row,
     encode_row,
     iter_lines,
     parse_result_line,
@@ -58,6 +60,8 @@ class LandingReport:
 
     tally: ResultTally = field(default_factory=ResultTally)
     rows_by_batch: dict[str, int] = field(default_factory=dict)
+    # CustomIdDigest of each batch's landed rows: compared with what was submitted.
+    id_digest_by_batch: dict[str, str] = field(default_factory=dict)
     stream_retries: int = 0
 
 
@@ -122,6 +126,34 @@ def publish_rows(target: PathLike, tally: ResultTally | None = None) -> Iterator
         raise
 
 
+def merge_round(target: PathLike, round_rows: PathLike, tally: ResultTally | None = None) -> ResultTally:
+    """Replace, in ``target``, the rows of every request that ``round_rows`` re-ran; publish atomically.
+
+    A follow-up round re-runs a few requests; their new rows supersede the old ones, so the results
+    file keeps exactly one row per request. Both files are read line by line; only the re-run custom
+    ids (a handful, the failures of the previous round) are held in memory.
+
+    :param target: the results file so far.
+    :param round_rows: the rows landed by the follow-up round (removed once merged).
+    :param tally: counts and usage of the merged file (a new one if omitted).
+    """
+    with round_rows.open("rb") as source:
+        rerun = {decode_row(line).custom_id for line in source if line.strip()}
+    with publish_rows(target, tally) as sink:
+        with target.open("rb") as previous:
+            for line in previous:
+                if line.strip():
+                    row = decode_row(line)
+                    if row.custom_id not in rerun:
+                        sink.add(row)
+        with round_rows.open("rb") as source:
+            for line in source:
+                if line.strip():
+                    sink.add(decode_row(line))
+    _remove_quietly(round_rows)
+    return sink.tally
+
+
 def _land_batch(
     batch_id: str,
     open_stream: ResultStreamOpener,
@@ -132,6 +164,7 @@ def _land_batch(
     transform: RowHook | None,
 ) -> None:
     written = 0
+    digest = CustomIdDigest()
     for attempt in range(1, STREAM_ATTEMPTS + 1):
         seen = 0
         try:
@@ -143,9 +176,11 @@ def _land_batch(
                     row = parse_result_line(line, batch_id)
                     if transform is not None:
                         row = transform(row)
+                    digest.add(row.custom_id)
                     sink.add(row)
                     written += 1
             report.rows_by_batch[batch_id] = written
+            report.id_digest_by_batch[batch_id] = digest.hexdigest()
             return
         except unavailable_errors as error:
             raise ResultsUnavailableError(

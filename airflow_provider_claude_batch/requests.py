@@ -233,6 +233,24 @@ class PreparedRequests:
             digest.update(chunk)
         return digest.hexdigest()
 
+    def id_digest(self) -> str:
+        """Order-independent digest of the custom ids (see :class:`~.results.CustomIdDigest`)."""
+        from airflow_provider_claude_batch.results import CustomIdDigest
+
+        return CustomIdDigest.of(self.custom_ids)
+
+    def subset(self, custom_ids: set[str]) -> PreparedRequests:
+        """Only the requests whose custom id is in ``custom_ids``, in input order (for follow-up rounds)."""
+        part = PreparedRequests()
+        fast = set(self.fast_mode_ids)
+        for custom_id, encoded in zip(self.custom_ids, self.encoded, strict=True):
+            if custom_id in custom_ids:
+                part.custom_ids.append(custom_id)
+                part.encoded.append(encoded)
+                if custom_id in fast:
+                    part.fast_mode_ids.append(custom_id)
+        return part
+
     def split(
         self, max_requests: int = MAX_REQUESTS_PER_BATCH, max_body_bytes: int = MAX_BATCH_BODY_BYTES
     ) -> list[PreparedRequests]:

@@ -14,6 +14,7 @@ This module imports nothing from Airflow.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,35 @@ class ResultRow(msgspec.Struct, omit_defaults=False):
     error: RowError | None = None
     tool_calls: list[ToolCall] | None = None
     output: Any = None
+
+
+class CustomIdDigest:
+    """An order-independent fingerprint of a set of custom ids, in constant memory.
+
+    Results come back in any order; summing a hash of each id (mod 2**64) gives the same digest for
+    the ids submitted and for the ids landed exactly when they are the same multiset (barring a
+    2**-64 accident), without keeping 100,000 ids in memory.
+    """
+
+    def __init__(self) -> None:
+        self._total = 0
+
+    def add(self, custom_id: str) -> None:
+        digest = hashlib.blake2b(custom_id.encode(), digest_size=8).digest()
+        self._total = (self._total + int.from_bytes(digest, "big")) % _DIGEST_MODULUS
+
+    def hexdigest(self) -> str:
+        return f"{self._total:016x}"
+
+    @classmethod
+    def of(cls, custom_ids: Iterable[str]) -> str:
+        digest = cls()
+        for custom_id in custom_ids:
+            digest.add(custom_id)
+        return digest.hexdigest()
+
+
+_DIGEST_MODULUS = 2**64
 
 
 class ResultParseError(ValueError):

@@ -32,7 +32,12 @@ class PartRecord:
     request_count: int
     body_bytes: int
     intent_at: str | None = None
+    # The newest batch id listed just before the create was sent: batches listed before it are newer.
+    marker: str | None = None
     batch_id: str | None = None
+
+    def record_batch(self, batch_id: str) -> None:
+        self.batch_id = batch_id
 
 
 @dataclass
@@ -43,6 +48,13 @@ class RoundRecord:
     custom_ids_count: int
     batch_ids: list[str] = field(default_factory=list)
     intent_at: str | None = None
+    marker: str | None = None
+
+    def record_batch(self, batch_id: str) -> None:
+        self.batch_ids.append(batch_id)
+        # The next part of this round has its own intent.
+        self.intent_at = None
+        self.marker = None
 
 
 @dataclass
@@ -51,7 +63,10 @@ class SubmissionRecord:
     request_count: int
     parts: list[PartRecord]
     rounds: list[RoundRecord] = field(default_factory=list)
+    deadline_at: str | None = None
     landed_at: str | None = None
+    # CustomIdDigest of the requests sent in each batch, checked against the landed rows.
+    id_digests: dict[str, str] = field(default_factory=dict)
     version: int = RECORD_VERSION
 
     @property
@@ -63,6 +78,37 @@ class SubmissionRecord:
     def complete(self) -> bool:
         return all(part.batch_id for part in self.parts)
 
+    def all_batch_ids(self) -> list[str]:
+        """Every batch of every round: what this task has paid for."""
+        return self.batch_ids + [batch_id for item in self.rounds for batch_id in item.batch_ids]
+
+    def forget(self, batch_id: str) -> None:
+        """Drop a batch that turned out not to be ours, so the next attempt submits its part again."""
+        for part in self.parts:
+            if part.batch_id == batch_id:
+                part.batch_id = part.intent_at = part.marker = None
+        for item in self.rounds:
+            if batch_id in item.batch_ids:
+                item.batch_ids.remove(batch_id)
+        self.id_digests.pop(batch_id, None)
+
+    def round(self, number: int) -> RoundRecord | None:
+        """Follow-up round ``number`` (1-based), if one was submitted."""
+        return next((item for item in self.rounds if item.round == number), None)
+
+    def round_of(self, batch_ids: list[str]) -> int:
+        """Which round ``batch_ids`` belong to: 0 for the first submission."""
+        for item in self.rounds:
+            if set(batch_ids) & set(item.batch_ids):
+                return item.round
+        return 0
+
+    def deadline(self) -> datetime:
+        """When the task as a whole must be done (every round included)."""
+        if self.deadline_at is None:
+            return datetime.max.replace(tzinfo=timezone.utc)
+        return parse_iso(self.deadline_at)
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -73,7 +119,9 @@ class SubmissionRecord:
             request_count=data["request_count"],
             parts=[PartRecord(**part) for part in data.get("parts", [])],
             rounds=[RoundRecord(**item) for item in data.get("rounds", [])],
+            deadline_at=data.get("deadline_at"),
             landed_at=data.get("landed_at"),
+            id_digests=dict(data.get("id_digests", {})),
             version=data.get("version", RECORD_VERSION),
         )
 

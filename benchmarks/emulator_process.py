@@ -36,7 +36,7 @@ class EmulatorProcess:
 
     def __enter__(self) -> EmulatorProcess:
         command = [sys.executable, "-m", "airflow_provider_claude_batch.cli", "emulator", "--port", str(self.port)]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
+        self._log = open(self.log_path, "wb")  # closed in __exit__
         self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         try:
             self.client.wait_until_ready(timeout=60)

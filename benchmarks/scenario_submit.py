@@ -96,7 +96,8 @@ def _common_ai(count: int, base_url: str) -> dict[str, Any]:
     finally:
         warmup.close()
     requests = workloads.prompt_requests(count)
-    adapter = dispatch.build_adapter_from_connection(adapter_name, conn)  # built before submitting, as the operator does
+    # built before submitting, as the operator does
+    adapter = dispatch.build_adapter_from_connection(adapter_name, conn)
     try:
         with measured() as result:
             batch_id = submit(adapter, requests, workloads.KEY16)

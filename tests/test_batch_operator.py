@@ -47,6 +47,7 @@ def test_submits_defers_completes_and_lands_one_row_per_request(claude_emulator,
         max_tokens=64,
         results_uri=f"file://{tmp_path}/out",
         max_failed_fraction=0.5,
+        retry_rounds=0,
     )
     outcome = run_dag(dag)
 
@@ -122,7 +123,9 @@ def test_wait_for_completion_false_returns_after_submission(claude_emulator, tmp
     result = outcome.xcom("batch")
     assert result["request_count"] == 2
     assert claude_emulator.state()["batches"][0]["processing_status"] == "in_progress"
-    assert not Path(tmp_path, "out").exists()
+    # The submission record lands beside where the results will go; the results themselves do not exist yet.
+    assert Path(tmp_path, "out", "submission.json").exists()
+    assert not Path(tmp_path, "out", "results.jsonl").exists()
 
 
 def test_invalid_requests_fail_before_any_network_call(claude_emulator, tmp_path, capfd):

@@ -9,7 +9,6 @@ import time
 import weakref
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
 from functools import cached_property
 from typing import Any
 
@@ -24,9 +23,7 @@ DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_MAX_RETRIES = 2
 RESULTS_CHUNK_BYTES = 256 * 1024
-# How far back from the moment a create was sent we look for a batch it may have created: the
-# API's clock and ours may disagree by a little, never by much.
-CREATE_CLOCK_SKEW = timedelta(seconds=60)
+# A create is attempted at least this many times (more if the connection allows more retries).
 CREATE_ATTEMPTS = 4
 
 
@@ -65,6 +62,13 @@ class ClientSettings:
         if self.workspace_id:
             kwargs["default_headers"] = {"anthropic-workspace-id": self.workspace_id}
         return kwargs
+
+
+class NotSet:
+    """Type of :data:`NOT_SET`: an argument that was not passed (``None`` is a meaningful value)."""
+
+
+NOT_SET = NotSet()
 
 
 class BatchCreateError(RuntimeError):
@@ -188,25 +192,35 @@ class ClaudeHook(BaseHook):
 
     # -- Message Batches -------------------------------------------------------------------
 
-    def create_batch(self, prepared: PreparedRequests, known_batch_ids: Collection[str] = ()) -> MessageBatch:
+    def create_batch(
+        self,
+        prepared: PreparedRequests,
+        known_batch_ids: Collection[str] = (),
+        marker: str | NotSet | None = NOT_SET,
+    ) -> MessageBatch:
         """Create one batch from already-validated requests, never creating it twice.
 
         The API has no idempotency key, so a create whose answer is lost (timeout, 5xx, 429) may
         still have created a batch. Instead of letting the SDK re-send blindly, each failed attempt
-        is followed by a look at the batches created since the first send; one with the same
-        request count is adopted rather than paid for again.
+        is followed by a look at the batches created since the first send (listed before the
+        ``marker``, the newest batch seen before sending: no clocks are compared); one with the same
+        request count is adopted rather than paid for again. Landing then checks that the results
+        carry exactly the custom ids submitted, so a mistaken adoption can never pass silently.
 
         :param prepared: the validated, serialised requests of one batch.
         :param known_batch_ids: batches this task already owns, never mistaken for the lost one.
+        :param marker: the newest batch id before the first send (looked up here when not given).
         """
         if prepared.count == 0:
             raise ValueError("create_batch needs at least one request")
         client = self.get_conn().with_options(max_retries=0)
-        sent_at = datetime.now(timezone.utc)
+        if isinstance(marker, NotSet):
+            marker = self.newest_batch_id()
         last_error: Exception | None = None
-        for attempt in range(CREATE_ATTEMPTS):
+        attempts = max(CREATE_ATTEMPTS, self.settings.max_retries + 1)
+        for attempt in range(attempts):
             if attempt:
-                adopted = self.find_created_batch(prepared.count, since=sent_at, exclude=known_batch_ids)
+                adopted = self.find_created_batch(prepared.count, after=marker, exclude=known_batch_ids)
                 if adopted is not None:
                     self.log.warning(
                         "The create of a %d-request batch failed (%s), but batch %s with that many "
@@ -238,22 +252,28 @@ class ClaudeHook(BaseHook):
             except _UNCERTAIN_CREATE_ERRORS as error:
                 last_error = error
         raise BatchCreateError(
-            f"Could not create the batch after {CREATE_ATTEMPTS} attempts ({_describe(last_error)}); "
+            f"Could not create the batch after {attempts} attempts ({_describe(last_error)}); "
             "no batch was created for it. Retry the task once the API is reachable."
         ) from last_error
 
+    def newest_batch_id(self) -> str | None:
+        """The most recently created batch of the workspace: the marker a create is compared against."""
+        page = self.get_conn().messages.batches.list(limit=1)
+        return page.data[0].id if page.data else None
+
     def find_created_batch(
-        self, request_count: int, since: datetime, exclude: Collection[str] = ()
+        self, request_count: int, after: str | None, exclude: Collection[str] = ()
     ) -> MessageBatch | None:
-        """The newest batch created after ``since`` (less clock skew) with ``request_count`` requests.
+        """The newest batch created after the ``after`` marker with ``request_count`` requests.
+
+        The list is newest first, so everything listed before the marker was created after it.
 
         :param request_count: the number of requests the lost create carried.
-        :param since: when that create was first sent.
+        :param after: the newest batch id seen before the create was sent (None: there was none).
         :param exclude: batch ids that are known and therefore not the lost one.
         """
-        floor = since - CREATE_CLOCK_SKEW
         for batch in self.get_conn().messages.batches.list(limit=100):
-            if batch.created_at < floor:
+            if batch.id == after:
                 return None
             if batch.id not in exclude and _total_requests(batch) == request_count:
                 return batch

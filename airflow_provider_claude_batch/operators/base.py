@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+import pydantic
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL, ClaudeHook
@@ -24,6 +25,7 @@ from airflow_provider_claude_batch.requests import (
     prepare_requests,
 )
 from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
+from airflow_provider_claude_batch.structured import OutputValidator, merge_output_config, output_config_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -56,6 +58,9 @@ class ClaudeRequestsOperator(BaseOperator):
         task before it has run, e.g. ``{"model": "claude-sonnet-4-6", "input_tokens": 2_000_000,
         "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``;
         ``model`` defaults to the task's ``model``). Manifests of past runs take precedence once they exist.
+    :param output_schema: a pydantic model every request must answer with: requests ask for JSON of
+        that schema (the API's structured outputs), each row carries the validated object under
+        ``output``, and a row that does not validate is ``invalid_output`` (counted as a failure).
     """
 
     # Whether requests may set "stream": only the Messages API can stream (see ClaudeMessageOperator).
@@ -85,9 +90,13 @@ class ClaudeRequestsOperator(BaseOperator):
         results_uri: str | None = None,
         max_failed_fraction: float = 0.0,
         usage_estimate: dict[str, Any] | None = None,
+        output_schema: type[pydantic.BaseModel] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if output_schema is not None:
+            output_config_for(output_schema)  # not a pydantic model: fail when the DAG is parsed
+        self.output_schema = output_schema
         self.requests = requests
         self.model = model
         self.max_tokens = max_tokens
@@ -107,11 +116,14 @@ class ClaudeRequestsOperator(BaseOperator):
     def prepare(self) -> PreparedRequests:
         """Read, normalise and validate every request; raises before any network call."""
         _check_fraction(self.max_failed_fraction)
+        params = dict(self.request_params)
+        if self.output_schema is not None:
+            params = merge_output_config(params, self.output_schema)
         defaults = RequestDefaults(
             model=self.model or self.hook.default_model,
             max_tokens=self.max_tokens,
             system=self.system,
-            params=self.request_params,
+            params=params,
         )
         if isinstance(self.requests, str):
             return self._prepare_from_uri(self.requests, defaults)
@@ -121,6 +133,10 @@ class ClaudeRequestsOperator(BaseOperator):
                 f"file; got {type(self.requests).__name__}"
             )
         return prepare_requests(self.requests, defaults, allow_stream=self.allows_streaming)
+
+    def row_transform(self) -> OutputValidator | None:
+        """What every landed row goes through: validation against ``output_schema`` when one is set."""
+        return OutputValidator(self.output_schema) if self.output_schema is not None else None
 
     def _prepare_from_uri(self, uri: str, defaults: RequestDefaults) -> PreparedRequests:
         path = ObjectStoragePath(uri)

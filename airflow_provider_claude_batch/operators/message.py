@@ -101,8 +101,10 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
         hook.settings  # noqa: B018
         folder = self.results_folder(context)
         started = time.monotonic()
+        transform = self.row_transform()
         with publish_rows(folder / RESULTS_FILE) as sink:
-            asyncio.run(_send_all(hook, prepared, sink.add, self.max_concurrency))
+            on_row = sink.add if transform is None else (lambda row: sink.add(transform(row)))
+            asyncio.run(_send_all(hook, prepared, on_row, self.max_concurrency))
         self.log.info(
             "Sent %d request(s) through the Messages API in %.1fs (at most %d at once).",
             prepared.count,
@@ -110,7 +112,13 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
             self.max_concurrency,
         )
         # batch_id/batch_ids are kept (empty) so both routes write manifests with the same keys.
-        extra = {"batch_id": None, "batch_ids": [], "max_concurrency": self.max_concurrency}
+        extra = {
+            "batch_id": None,
+            "batch_ids": [],
+            "fingerprint": prepared.fingerprint(),
+            "rounds": [],
+            "max_concurrency": self.max_concurrency,
+        }
         return self.finish(folder, sink.tally, route="sync", extra=extra)
 
     def _mention_batch_route(self) -> None:

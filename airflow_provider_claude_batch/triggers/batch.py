@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -34,6 +36,22 @@ TRANSIENT_API_ERRORS = (
 DEFAULT_PROGRESS_LOG_SECONDS = 600.0
 # A batch not yet seen is treated as brand new, so it is polled at the shortest interval.
 _NO_AGE = timedelta(0)
+# Status calls in flight at once per event loop (all triggers of a triggerer share them). Without a
+# bound, a thousand triggers polling together open a thousand connections, and the HTTP pool scans
+# every one of them for every request: measured in benchmarks/, that stalled the triggerer's event
+# loop for ~200 ms at 200 triggers. A few slots keep the pool small and the loop responsive.
+POLLS_IN_FLIGHT = int(os.environ.get("CLAUDE_BATCH_POLLS_IN_FLIGHT", "16"))
+_poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+async def _retrieve(client: anthropic.AsyncAnthropic, batch_id: str) -> Any:
+    """One status call, waiting for a free slot of this event loop first."""
+    loop = asyncio.get_running_loop()
+    slots = _poll_slots.get(loop)
+    if slots is None:
+        slots = _poll_slots[loop] = asyncio.Semaphore(POLLS_IN_FLIGHT)
+    async with slots:
+        return await client.messages.batches.retrieve(batch_id)
 
 
 class ClaudeBatchTrigger(BaseTrigger):
@@ -110,7 +128,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         while True:
             polls += 1
             answers = await asyncio.gather(
-                *(client.messages.batches.retrieve(batch_id) for batch_id in self._unfinished),
+                *(_retrieve(client, batch_id) for batch_id in self._unfinished),
                 return_exceptions=True,
             )
             transient: Exception | None = None
