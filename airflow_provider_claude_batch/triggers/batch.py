@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -40,17 +39,24 @@ _NO_AGE = timedelta(0)
 # bound, a thousand triggers polling together open a thousand connections, and the HTTP pool scans
 # every one of them for every request: measured in benchmarks/, that stalled the triggerer's event
 # loop for ~200 ms at 200 triggers. A few slots keep the pool small and the loop responsive.
-POLLS_IN_FLIGHT = int(os.environ.get("CLAUDE_BATCH_POLLS_IN_FLIGHT", "16"))
+# The connection lookup that starts each trigger takes a slot too: a triggerer (re)starting with a
+# thousand triggers would otherwise run a thousand lookups in one turn of the loop.
+POLLS_IN_FLIGHT = 16
 _poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
-async def _retrieve(client: anthropic.AsyncAnthropic, batch_id: str) -> Any:
-    """One status call, waiting for a free slot of this event loop first."""
+def _slot() -> asyncio.Semaphore:
+    """This event loop's status-call slots (a semaphore belongs to one loop)."""
     loop = asyncio.get_running_loop()
     slots = _poll_slots.get(loop)
     if slots is None:
         slots = _poll_slots[loop] = asyncio.Semaphore(POLLS_IN_FLIGHT)
-    async with slots:
+    return slots
+
+
+async def _retrieve(client: anthropic.AsyncAnthropic, batch_id: str) -> Any:
+    """One status call, in a free slot of this event loop."""
+    async with _slot():
         return await client.messages.batches.retrieve(batch_id)
 
 
@@ -118,7 +124,8 @@ class ClaudeBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        client = await ClaudeHook(self.claude_conn_id).get_async_conn(max_retries=0)
+        async with _slot():
+            client = await ClaudeHook(self.claude_conn_id).get_async_conn(max_retries=0)
         snapshots: dict[str, BatchSnapshot] = {}
         logged: dict[str, tuple[Any, ...]] = {}
         delay = self.min_poll_interval
