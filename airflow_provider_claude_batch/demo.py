@@ -16,9 +16,9 @@ from pathlib import Path
 
 from airflow_provider_claude_batch.testing.emulator import EmulatorConfig, EmulatorServer
 
-DEFAULT_DAGS = ("nightly_test_generation",)
+DEFAULT_DAGS = ("nightly_test_generation", "compliance_audit", "pre_merge_review")
 # What each example DAG writes besides its results file, relative to AIRFLOW_HOME.
-EXAMPLE_OUTPUTS = {"nightly_test_generation": "generated_tests"}
+EXAMPLE_OUTPUTS = {"nightly_test_generation": "generated_tests", "compliance_audit": "compliance_reports"}
 DEMO_API_KEY = "sk-ant-demo-emulator-key"
 
 
@@ -73,18 +73,22 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path, check: bool =
 
 
 def _print_outcome(airflow_home: Path, dag_id: str) -> None:
-    manifests = sorted((airflow_home / "claude_batch_results" / dag_id).rglob("manifest.json"), key=os.path.getmtime)
+    runs = sorted((airflow_home / "claude_batch_results" / dag_id).glob("*"), key=os.path.getmtime)
+    manifests = sorted(runs[-1].rglob("manifest.json")) if runs else []
     if not manifests:
         print("   no results landed")
         return
-    manifest = json.loads(manifests[-1].read_text())
-    cost = manifest["cost"]
-    counts = ", ".join(f"{status} {n}" for status, n in manifest["counts"].items() if n)
-    print(f"   results:  {manifest['results_uri']}  ({counts})")
-    print(f"   manifest: {manifests[-1]}")
-    print(
-        f"   cost:     ${cost['batch_usd']:.4f} on the {manifest.get('route', 'batch')} route; "
-        f"${cost['sync_usd']:.4f} synchronously; batch saves ${cost['saving_usd']:.4f}"
-    )
+    for path in manifests:
+        manifest = json.loads(path.read_text())
+        cost = manifest["cost"]
+        route = manifest.get("route", "batch")
+        billed = cost["batch_usd"] if route == "batch" else cost["sync_usd"]
+        counts = ", ".join(f"{status} {n}" for status, n in manifest["counts"].items() if n)
+        print(f"   results:  {manifest['results_uri']}  ({counts})")
+        print(f"   manifest: {path}")
+        print(
+            f"   cost:     ${billed:.4f} on the {route} route (at batch prices ${cost['batch_usd']:.4f}, "
+            f"synchronously ${cost['sync_usd']:.4f})"
+        )
     if dag_id in EXAMPLE_OUTPUTS:
         print(f"   outputs:  {airflow_home / EXAMPLE_OUTPUTS[dag_id]}")

@@ -3,9 +3,12 @@
 Each contender lands the same ended batches (mixed succeeded/errored/expired) in a fresh process:
 
 * ours: the operator's own resume path, ``ClaudeBatchOperator.execute_complete`` with the
-  trigger's ``ended`` event (streams raw bytes, msgspec-decodes the needed fields, writes 1 MB
-  blocks, publishes atomically, writes ``manifest.json``); only the Airflow context is absent,
-  which is not read when ``results_uri`` is set;
+  trigger's ``ended`` event (streams raw bytes, msgspec-decodes the needed fields, checks the
+  custom ids against the submission record, writes 1 MB blocks, publishes atomically, writes
+  ``manifest.json``). Only the Airflow context is absent (not read when ``results_uri`` is set);
+  the submission record ``execute`` would have written is written before the measurement, and
+  follow-up rounds are off (``retry_rounds=0``): the figure is one landing, not a re-run of the
+  expired requests;
 * official: the provider returns only the batch id and tells users to stream
   ``AnthropicHook.stream_batch_results`` to storage, so: each result written as a JSON line
   (``model_dump_json``, pydantic's fastest path) and counted into a small manifest;
@@ -36,14 +39,15 @@ Step = Callable[[], dict[str, Any]]
 
 
 def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
-    batch_ids: list[str] = list(params["batch_ids"])
-    count = int(params["count"])
-    workdir = Path(params["workdir"]) / contender
+    # [batch id, index of its first request, request count]: the custom ids are ``<KEY16>-<index>``
+    batches: list[tuple[str, int, int]] = [tuple(batch) for batch in params["batches"]]  # type: ignore[misc]
+    count = sum(batch[2] for batch in batches)
+    workdir = Path(params["workdir"]) / f"{contender}-{os.getpid()}"
     prepare = {"ours": _ours, "official": _official, "common_ai": _common_ai, "raw": _raw}[contender]
     warmup = params.get("warmup")
     if warmup:
-        prepare([warmup["batch_id"]], int(warmup["count"]), _folder(workdir / "warmup"), params["base_url"])()
-    step = prepare(batch_ids, count, _folder(workdir / "measured"), params["base_url"])
+        prepare([tuple(warmup)], _folder(workdir / "warmup"), params["base_url"])()  # type: ignore[list-item]
+    step = prepare(batches, _folder(workdir / "measured"), params["base_url"])
     with measured() as result:
         landed = step()
     figures = {**result.as_dict(), **landed}
@@ -59,16 +63,33 @@ def _folder(path: Path) -> Path:
     return path
 
 
-def _ours(batch_ids: list[str], count: int, folder: Path, base_url: str) -> Step:
-    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+def _ours(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> Step:
+    from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+    from airflow_provider_claude_batch.results import CustomIdDigest
+    from airflow_provider_claude_batch.submission import RECORD_FILE, PartRecord, RecordStore, SubmissionRecord
+
+    # What ``execute`` records before and after each create (a retry-safe submission).
+    record = SubmissionRecord(
+        fingerprint="benchmark",
+        request_count=sum(count for _, _, count in batches),
+        parts=[PartRecord(index, count, 0, batch_id=batch_id) for index, (batch_id, _, count) in enumerate(batches)],
+        id_digests={
+            batch_id: CustomIdDigest.of(f"{workloads.KEY16}-{i}" for i in range(start, start + count))
+            for batch_id, start, count in batches
+        },
+    )
+    RecordStore(None, ObjectStoragePath(f"file://{folder}") / RECORD_FILE).save(record)
     operator = ClaudeBatchOperator(
         task_id="land",
         requests=[],
         claude_conn_id=workloads.OURS_CONN_ID,
         results_uri=f"file://{folder}",
         max_failed_fraction=1.0,  # the batch has failures on purpose; the task must not fail on them
+        retry_rounds=0,
     )
+    batch_ids = [batch_id for batch_id, _, _ in batches]
     event = {"status": "ended", "batch_ids": batch_ids, "batches": [], "message": "", "polls": 1}
 
     def step() -> dict[str, Any]:
@@ -82,9 +103,10 @@ def _ours(batch_ids: list[str], count: int, folder: Path, base_url: str) -> Step
     return step
 
 
-def _official(batch_ids: list[str], count: int, folder: Path, base_url: str) -> Step:
+def _official(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> Step:
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
+    batch_ids = [batch_id for batch_id, _, _ in batches]
     hook = AnthropicHook(conn_id=workloads.OFFICIAL_CONN_ID)
     path = folder / "results.jsonl"
 
@@ -102,13 +124,15 @@ def _official(batch_ids: list[str], count: int, folder: Path, base_url: str) -> 
     return step
 
 
-def _common_ai(batch_ids: list[str], count: int, folder: Path, base_url: str) -> Step:
+def _common_ai(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> Step:
     from airflow.providers.common.ai.batch import dispatch, results
     from airflow.providers.common.ai.batch.output_schema import build_output_spec
     from airflow.sdk import ObjectStoragePath
 
-    if len(batch_ids) != 1:
+    if len(batches) != 1:
         raise ValueError("common-ai lands one batch per task")
+    batch_ids = [batches[0][0]]
+    count = batches[0][2]
     spec = build_output_spec(str)
     destination = ObjectStoragePath(f"file://{folder}") / f"{workloads.KEY16}.jsonl"
 
@@ -148,9 +172,10 @@ def _common_ai(batch_ids: list[str], count: int, folder: Path, base_url: str) ->
     return step
 
 
-def _raw(batch_ids: list[str], count: int, folder: Path, base_url: str) -> Step:
+def _raw(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> Step:
     import anthropic
 
+    batch_ids = [batch_id for batch_id, _, _ in batches]
     client = anthropic.Anthropic(api_key=workloads.API_KEY, base_url=base_url)
     path = folder / "results.jsonl"
 

@@ -7,6 +7,9 @@ submit, and each contender validates differently:
 * ours: ``prepare_requests`` (normalise, validate, serialise once), ``split`` (as the operator
   does; one part for 100,000 requests) and ``ClaudeHook.create_batch`` (streams the
   pre-serialised body);
+* ours, operator: the whole ``ClaudeBatchOperator.execute`` with ``wait_for_completion=False``,
+  which adds the retry-safe submission around that (routing check, fingerprint, a submission
+  record saved before and after the create, the newest-batch marker, the custom-id digest);
 * official: ``AnthropicHook.create_batch`` (no validation of its own; the SDK transforms and
   serialises the list);
 * common-ai: the operator's ``_normalize_requests``, then the adapter's ``validate_requests``
@@ -33,11 +36,17 @@ WARMUP_PREFIX = "warmup"
 def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
     count = int(params["count"])
     base_url = params["base_url"]
-    runner = {"ours": _ours, "official": _official, "common_ai": _common_ai, "raw": _raw}[contender]
-    return runner(count, base_url)
+    runner = {
+        "ours": _ours,
+        "ours_operator": _ours_operator,
+        "official": _official,
+        "common_ai": _common_ai,
+        "raw": _raw,
+    }[contender]
+    return runner(count, base_url, params)
 
 
-def _ours(count: int, base_url: str) -> dict[str, Any]:
+def _ours(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
     from airflow_provider_claude_batch.hooks.claude import ClaudeHook
     from airflow_provider_claude_batch.requests import prepare_requests
 
@@ -56,7 +65,38 @@ def _ours(count: int, base_url: str) -> dict[str, Any]:
     return {**result.as_dict(), "batch_id": batch_ids[0], "request_count": count}
 
 
-def _official(count: int, base_url: str) -> dict[str, Any]:
+def _ours_operator(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
+    import os
+    from types import SimpleNamespace
+
+    from airflow.sdk import DAG
+
+    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+
+    def execute(requests: list[dict[str, Any]], folder: str) -> dict[str, Any]:
+        with DAG(f"benchmark_{os.getpid()}", schedule=None):
+            operator = ClaudeBatchOperator(
+                task_id="submit",
+                requests=requests,
+                claude_conn_id=workloads.OURS_CONN_ID,
+                results_uri=f"file://{folder}",
+                wait_for_completion=False,
+            )
+        ti = SimpleNamespace(
+            dag_id="benchmark", run_id="run", task_id="submit", map_index=-1, xcom_push=lambda **_: None
+        )
+        return operator.execute({"ti": ti})  # type: ignore[arg-type]
+
+    workdir = f"{params['workdir']}/ours_operator-{os.getpid()}"
+    execute(workloads.full_requests(WARMUP_REQUESTS, WARMUP_PREFIX), f"{workdir}/warmup")
+    requests = workloads.full_requests(count)
+    with measured() as result:
+        returned = execute(requests, f"{workdir}/measured")
+    result.extra["body_bytes"] = len(workloads.create_body(requests))
+    return {**result.as_dict(), "batch_id": returned["batch_id"], "request_count": count}
+
+
+def _official(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
     from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
     AnthropicHook(conn_id=workloads.OFFICIAL_CONN_ID).create_batch(
@@ -70,7 +110,7 @@ def _official(count: int, base_url: str) -> dict[str, Any]:
     return {**result.as_dict(), "batch_id": batch.id, "request_count": count}
 
 
-def _common_ai(count: int, base_url: str) -> dict[str, Any]:
+def _common_ai(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
     from airflow.providers.common.ai.batch import dispatch
     from airflow.providers.common.ai.batch.output_schema import build_output_spec
     from airflow.providers.common.ai.operators.llm_batch import LLMBatchOperator
@@ -107,7 +147,7 @@ def _common_ai(count: int, base_url: str) -> dict[str, Any]:
     return {**result.as_dict(), "batch_id": batch_id, "request_count": count}
 
 
-def _raw(count: int, base_url: str) -> dict[str, Any]:
+def _raw(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
     import httpx2
 
     headers = {

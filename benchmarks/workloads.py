@@ -27,8 +27,8 @@ def prompt(index: int) -> str:
     return f"Summarise support ticket #{index} in one sentence for the weekly report."
 
 
-def full_requests(count: int, prefix: str = KEY16) -> list[dict[str, Any]]:
-    """``count`` requests in the API's own form: one user message, ``max_tokens`` 256."""
+def full_requests(count: int, prefix: str = KEY16, start: int = 0) -> list[dict[str, Any]]:
+    """``count`` requests in the API's own form (one user message, ``max_tokens`` 256), ids from ``start``."""
     return [
         {
             "custom_id": f"{prefix}-{index}",
@@ -38,7 +38,7 @@ def full_requests(count: int, prefix: str = KEY16) -> list[dict[str, Any]]:
                 "messages": [{"role": "user", "content": prompt(index)}],
             },
         }
-        for index in range(count)
+        for index in range(start, start + count)
     ]
 
 

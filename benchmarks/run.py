@@ -1,0 +1,416 @@
+"""Run the benchmark suite: ``python -m benchmarks`` (or ``python benchmarks/run.py``); ``--quick`` for a smoke run.
+
+The orchestrator starts the emulator in a process of its own, prepares the batches each scenario
+needs over plain HTTP, then runs every measured repetition in a fresh child process
+(:mod:`benchmarks.child`), one at a time, contenders interleaved within each repetition so that
+drift in the machine's load spreads over all of them. It prints a Markdown table and writes JSON
+to ``benchmarks/results/latest.json`` plus a dated copy. See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # ``python benchmarks/run.py``: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import analysis, workloads
+from benchmarks.emulator_process import EmulatorProcess, emulator_env
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+CONTENDERS = ("ours", "official", "common_ai", "raw")
+WAIT_CONTENDERS = ("ours", "official", "common_ai")
+# Outcome mix of the landed batches: 5% errored and 5% expired, the rest succeeded.
+LAND_MIX = {"error_rate": 0.05, "expire_rate": 0.05, "seed": 7}
+WARMUP_RESULTS = 10
+CHILD_TIMEOUT_S = 600
+MAX_REQUESTS_PER_BATCH = 100_000
+
+
+@dataclass(frozen=True)
+class Config:
+    """Sizes and repetitions of one run (full by default; ``--quick`` shrinks everything)."""
+
+    mode: str = "full"
+    requests: int = 100_000
+    reps: int = 3
+    land_sizes: tuple[int, ...] = (10_000, 250_000)
+    ks: tuple[int, ...] = (200, 1000)
+    wait_reps: int = 1
+    poll_interval: float = 5.0
+    batch_seconds: float = 20.0
+    jobs: int = 1
+    scenarios: tuple[str, ...] = ("submit", "land", "wait")
+
+
+QUICK = Config(
+    mode="quick",
+    requests=2_000,
+    reps=1,
+    land_sizes=(500, 5_000),
+    ks=(10,),
+    poll_interval=0.5,
+    batch_seconds=2.0,
+    jobs=3,
+)
+
+
+@dataclass
+class Runner:
+    """Spawns measured children and keeps what they report (figures, or errors)."""
+
+    config: Config
+    emulator: EmulatorProcess
+    workdir: Path
+    env: dict[str, str]
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    counter: int = 0
+
+    def child(self, scenario: str, contender: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """One repetition in a fresh interpreter; its figures, or ``None`` (the error is recorded)."""
+        self.counter += 1
+        stem = self.workdir / f"{self.counter:03d}-{scenario}-{contender}"
+        spec = {
+            "scenario": scenario,
+            "contender": contender,
+            "params": {**params, "base_url": self.emulator.url},
+            "output": str(stem.with_suffix(".out.json")),
+        }
+        stem.with_suffix(".spec.json").write_text(json.dumps(spec))
+        where = f"{scenario}/{contender}" + (f" {params.get('label')}" if params.get("label") else "")
+        load = os.getloadavg()[0]
+        started = time.monotonic()
+        with open(stem.with_suffix(".log"), "wb") as log:
+            try:
+                completed = subprocess.run(
+                    [sys.executable, "-m", "benchmarks.child", str(stem.with_suffix(".spec.json"))],
+                    cwd=REPO_ROOT,
+                    env=self.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=CHILD_TIMEOUT_S,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                self.errors.append({"where": where, "error": f"timed out after {CHILD_TIMEOUT_S} s"})
+                return None
+        output = stem.with_suffix(".out.json")
+        if not output.exists():
+            tail = stem.with_suffix(".log").read_text(errors="replace")[-2000:]
+            self.errors.append({"where": where, "error": f"exit {completed.returncode}, no output: {tail}"})
+            return None
+        outcome = json.loads(output.read_text())
+        if not outcome.get("ok"):
+            self.errors.append({"where": where, "error": outcome.get("error"), "traceback": outcome.get("traceback")})
+            return None
+        figures = outcome["figures"]
+        figures["loadavg_1m"] = load
+        figures["process_s"] = time.monotonic() - started
+        print(f"  {where:<34} {_brief(scenario, figures)}", flush=True)
+        return figures
+
+    def children(self, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
+        """Run ``jobs`` one after another (or ``config.jobs`` at a time in quick mode)."""
+        if self.config.jobs <= 1:
+            return [self.child(*job) for job in jobs]
+        with concurrent.futures.ThreadPoolExecutor(self.config.jobs) as pool:
+            return list(pool.map(lambda job: self.child(*job), jobs))
+
+
+def _brief(scenario: str, figures: dict[str, Any]) -> str:
+    if scenario == "wait":
+        return (
+            f"rss +{figures['peak_rss_growth_mb']:.1f} MiB, lag max {figures['lag_max_ms']:.0f} ms "
+            f"(w/o GC {figures['lag_max_without_gc_ms']:.0f}), {figures['status_calls_per_batch']:.1f} calls/batch, "
+            f"delay max {figures['delay_max_s']:.2f} s"
+        )
+    return f"{figures['wall_s']:.2f} s, rss +{figures['peak_rss_growth_mb']:.1f} MiB, cpu {figures['cpu_s']:.2f} s"
+
+
+def _rows(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    return {
+        key: {"reps": len(values), "summary": analysis.summarize(values), "runs": values}
+        for key, values in runs.items()
+        if values
+    }
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+
+def run_submit(runner: Runner) -> dict[str, Any]:
+    config = runner.config
+    print(f"1. submit {config.requests:,} requests x {config.reps}", flush=True)
+    contenders = ("ours", "ours_operator", "official", "common_ai", "raw")
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    workdir = str(runner.workdir / "submit")
+    for rep in range(config.reps):
+        params = {"count": config.requests, "label": f"rep {rep + 1}", "workdir": workdir}
+        jobs = [("submit", c, params) for c in contenders]
+        if config.jobs <= 1:
+            for job in jobs:
+                runner.emulator.reset()  # frees the batches of earlier repetitions in the emulator
+                figures = runner.child(*job)
+                if figures:
+                    runs[job[1]].append(figures)
+        else:
+            for job, figures in zip(jobs, runner.children(jobs), strict=True):
+                if figures:
+                    runs[job[1]].append(figures)
+    runner.emulator.reset()
+    return {"params": {"count": config.requests, "reps": config.reps}, "rows": _rows(runs)}
+
+
+def _create_ended_batches(url: str, total: int) -> list[list[Any]]:
+    """Ended batches holding ``total`` requests (100,000 at most each): ``[batch id, first index, count]``.
+
+    Custom ids are ``<KEY16>-<index>`` over the whole set (the shape common-ai parses). Each batch's
+    results are downloaded once here: the emulator renders a results file on the first download
+    and replays it after, as the API serves a stored file, so no measurement pays for rendering.
+    """
+    import httpx2
+
+    batches: list[list[Any]] = []
+    headers = {"content-type": "application/json", "x-api-key": workloads.API_KEY}
+    with httpx2.Client(base_url=url, timeout=600) as client:
+        for start in range(0, total, MAX_REQUESTS_PER_BATCH):
+            count = min(MAX_REQUESTS_PER_BATCH, total - start)
+            requests = workloads.full_requests(count, start=start)
+            response = client.post("/v1/messages/batches", content=workloads.create_body(requests), headers=headers)
+            response.raise_for_status()
+            batch_id = response.json()["id"]
+            client.get(f"/v1/messages/batches/{batch_id}", headers=headers).raise_for_status()  # ends it
+            with client.stream("GET", f"/v1/messages/batches/{batch_id}/results", headers=headers) as stream:
+                for _ in stream.iter_raw():
+                    pass
+            batches.append([batch_id, start, count])
+    return batches
+
+
+def run_land(runner: Runner) -> dict[str, Any]:
+    config = runner.config
+    print(f"2. land {config.requests:,} results x {config.reps} (+ ours at {config.land_sizes})", flush=True)
+    runner.emulator.reset(processing_seconds=0, **LAND_MIX)
+    url = runner.emulator.url
+    main = _create_ended_batches(url, config.requests)
+    warmup = _create_ended_batches(url, WARMUP_RESULTS)[0]
+    extra = {size: _create_ended_batches(url, size) for size in config.land_sizes}
+    workdir = str(runner.workdir / "land")
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
+    for size in config.land_sizes:
+        runs[f"ours@{size}"] = []
+    for _ in range(config.reps):
+        jobs = [("land", c, {"batches": main, "warmup": warmup, "workdir": workdir}) for c in CONTENDERS]
+        jobs += [
+            ("land", "ours", {"batches": batches, "warmup": warmup, "workdir": workdir, "label": f"@{size:,}"})
+            for size, batches in extra.items()
+        ]
+        for job, figures in zip(jobs, runner.children(jobs), strict=True):
+            if figures:
+                key = job[1] if "label" not in job[2] else f"ours@{sum(b[2] for b in job[2]['batches'])}"
+                runs[key].append(figures)
+    runner.emulator.reset()
+    errored, expired = LAND_MIX["error_rate"], LAND_MIX["expire_rate"]
+    mix = f"{1 - errored - expired:.0%} succeeded / {errored:.0%} errored / {expired:.0%} expired"
+    return {
+        "params": {"count": config.requests, "reps": config.reps, "sizes": list(config.land_sizes), "mix": mix},
+        "rows": _rows(runs),
+    }
+
+
+def run_wait(runner: Runner, k: int) -> dict[str, Any]:
+    config = runner.config
+    scale = config.poll_interval / 60.0
+    print(f"3. wait K={k:,} (batches {config.batch_seconds:g} s, poll {config.poll_interval:g} s)", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in WAIT_CONTENDERS}
+    for rep in range(config.wait_reps):
+        for contender in WAIT_CONTENDERS:
+            # One at a time: the emulator's call counters and its clock are shared.
+            runner.emulator.reset(processing_seconds=config.batch_seconds)
+            params = {
+                "k": k,
+                "poll_interval": config.poll_interval,
+                "processing_seconds": config.batch_seconds,
+                "label": f"K={k} rep {rep + 1}",
+            }
+            figures = runner.child("wait", contender, params)
+            if figures:
+                runs[contender].append(figures)
+    runner.emulator.reset()
+    from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
+
+    return {
+        "params": {
+            "k": k,
+            "reps": config.wait_reps,
+            "poll_interval": config.poll_interval,
+            "processing_seconds": config.batch_seconds,
+            "ours_min_poll": DEFAULT_MIN_POLL_SECONDS * scale,
+            "ours_max_poll": DEFAULT_MAX_POLL_SECONDS * scale,
+            "scale": scale,
+            "cpus": os.cpu_count(),
+        },
+        "rows": _rows(runs),
+    }
+
+
+# -- machine and output ---------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    packages = {}
+    for name in (
+        "apache-airflow",
+        "apache-airflow-task-sdk",
+        "anthropic",
+        "httpx2",
+        "msgspec",
+        "pydantic",
+        "apache-airflow-providers-anthropic",
+        "apache-airflow-providers-common-ai",
+        "airflow-provider-claude-batch",
+    ):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    ram_gib = None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            ram_gib = int(meminfo.readline().split()[1]) / 1024 / 1024
+    except OSError:
+        pass
+    cpus = os.cpu_count()
+    python = platform.python_version()
+    return {
+        "nproc": cpus,
+        "ram_gib": ram_gib,
+        "python": python,
+        "platform": platform.platform(),
+        "packages": packages,
+        "summary": f"{cpus} CPUs, {ram_gib or 0:.0f} GiB RAM, Python {python}, {platform.system()} "
+        f"{platform.release()}",
+    }
+
+
+def child_env(url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "ANTHROPIC_"))}
+    env.update(workloads.connection_env(url))
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    return env
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run, about a minute)")
+    parser.add_argument("--only", help="comma-separated scenarios to run: submit,land,wait")
+    parser.add_argument("--requests", type=int, help="requests submitted / results landed (default 100000)")
+    parser.add_argument("--reps", type=int, help="repetitions of submit and land (default 3)")
+    parser.add_argument("--land-sizes", help="extra result counts landed by ours (default 10000,250000)")
+    parser.add_argument("--ks", help="concurrent deferred batches (default 200,1000)")
+    parser.add_argument("--wait-reps", type=int, help="repetitions of each wait run (default 1)")
+    parser.add_argument("--poll-interval", type=float, help="fixed poll of official/common-ai, s (default 5)")
+    parser.add_argument("--batch-seconds", type=float, help="how long each waited batch runs, s (default 20)")
+    parser.add_argument("--jobs", type=int, help="children at a time (default 1; quick 3: figures then overlap)")
+    parser.add_argument("--output-dir", type=Path, help="where latest.json goes (default benchmarks/results)")
+    parser.add_argument("--render", type=Path, metavar="RESULTS.json", help="print the table of a results file")
+    args = parser.parse_args(argv)
+    config = QUICK if args.quick else Config()
+    overrides: dict[str, Any] = {}
+    if args.only:
+        overrides["scenarios"] = tuple(s.strip() for s in args.only.split(","))
+    if args.requests:
+        overrides["requests"] = args.requests
+    if args.reps:
+        overrides["reps"] = args.reps
+    if args.land_sizes is not None:
+        overrides["land_sizes"] = tuple(int(s) for s in args.land_sizes.split(",") if s)
+    if args.ks:
+        overrides["ks"] = tuple(int(s) for s in args.ks.split(","))
+    if args.wait_reps:
+        overrides["wait_reps"] = args.wait_reps
+    if args.poll_interval:
+        overrides["poll_interval"] = args.poll_interval
+    if args.batch_seconds:
+        overrides["batch_seconds"] = args.batch_seconds
+    if args.jobs:
+        overrides["jobs"] = args.jobs
+    return args, replace(config, **overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, config = parse_args(argv)
+    if args.render:
+        print(analysis.render_markdown(json.loads(args.render.read_text())))
+        return 0
+    output_dir = args.output_dir or (RESULTS_DIR if config.mode == "full" else RESULTS_DIR / "quick")
+    started = time.monotonic()
+    stamp = datetime.now(timezone.utc)
+    scenarios: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="claude-batch-bench-") as temp:
+        workdir = Path(temp)
+        home = workdir / "airflow-home"
+        home.mkdir()
+        (home / "airflow.cfg").write_text("[core]\nload_examples = False\n")
+        with EmulatorProcess(workdir / "emulator.log", emulator_env()) as emulator:
+            runner = Runner(config, emulator, workdir, child_env(emulator.url, home))
+            print(f"emulator {emulator.url} (pid {emulator.pid}); {config.mode} run", flush=True)
+            if "submit" in config.scenarios:
+                scenarios["submit"] = run_submit(runner)
+            if "land" in config.scenarios:
+                scenarios["land"] = run_land(runner)
+            if "wait" in config.scenarios:
+                for k in config.ks:
+                    scenarios[f"wait_k{k}"] = run_wait(runner, k)
+            errors = runner.errors
+    scenarios["polling_24h"] = analysis.polling_analysis()
+    wait_keys = sorted((k for k in scenarios if k.startswith("wait_k")), key=lambda k: int(k[6:]))
+    big_k = wait_keys[-1] if wait_keys else None
+    scenarios["worker_time"] = analysis.worker_time(scenarios, big_k)
+    results = {
+        "meta": {
+            "date": stamp.isoformat(timespec="seconds"),
+            "mode": config.mode,
+            "config": {key: list(value) if isinstance(value, tuple) else value for key, value in vars(config).items()},
+            "machine": machine(),
+            "duration_s": time.monotonic() - started,
+            "rss_source": "VmHWM of /proc/self/status, reset via /proc/self/clear_refs at the baseline",
+        },
+        "scenarios": scenarios,
+        "targets": analysis.check_targets(scenarios, big_k),
+        "errors": errors,
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=1, sort_keys=False)
+    (output_dir / "latest.json").write_text(text)
+    (output_dir / f"{stamp.strftime('%Y%m%dT%H%M%SZ')}.json").write_text(text)
+    print()
+    print(analysis.render_markdown(results))
+    print(f"JSON: {output_dir / 'latest.json'}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
