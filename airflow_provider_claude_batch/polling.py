@@ -20,6 +20,9 @@ POLL_FRACTION = 0.1
 DEFAULT_MIN_POLL_SECONDS = 5.0
 DEFAULT_MAX_POLL_SECONDS = 600.0
 BATCH_STATES_ENDED = frozenset({"ended"})
+# The batch window is 24 hours; waiting a little longer lets the API's own expiry end a batch (and
+# its completed requests land) before our deadline does.
+DEFAULT_WAIT_TIMEOUT = timedelta(hours=25)
 
 
 def next_poll_delay(elapsed: float, min_delay: float, max_delay: float) -> float:

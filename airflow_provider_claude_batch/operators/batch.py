@@ -19,7 +19,11 @@ from airflow_provider_claude_batch.landing import land_results, merge_round
 from airflow_provider_claude_batch.links import ClaudeBatchLink
 from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator, ClaudeTaskError
 from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
-from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
+from airflow_provider_claude_batch.polling import (
+    DEFAULT_MAX_POLL_SECONDS,
+    DEFAULT_MIN_POLL_SECONDS,
+    DEFAULT_WAIT_TIMEOUT,
+)
 from airflow_provider_claude_batch.results import ResultRow, ResultTally, is_transient
 from airflow_provider_claude_batch.routing import Workload
 from airflow_provider_claude_batch.submission import (
@@ -37,9 +41,6 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.requests import PreparedRequests
 
-# The batch window is 24 hours; waiting a little longer lets the API's own expiry end the batch
-# (and land its completed requests) before our deadline does.
-DEFAULT_TIMEOUT = timedelta(hours=25)
 # The defer timeout exceeds the trigger's own deadline so the trigger's clean "timeout" event wins.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=5)
 # After cancelling on timeout, how long to wait for the batches to end so their completed requests land.
@@ -118,7 +119,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         deferrable: bool = True,
         min_poll_interval: float = DEFAULT_MIN_POLL_SECONDS,
         max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
-        timeout: timedelta = DEFAULT_TIMEOUT,
+        timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
         cancel_on_kill: bool = True,
         blocking: bool = False,
         deadline: timedelta | None = None,

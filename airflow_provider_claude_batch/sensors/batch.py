@@ -13,6 +13,7 @@ from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
+    DEFAULT_WAIT_TIMEOUT,
     BatchSnapshot,
 )
 from airflow_provider_claude_batch.results import failure_verdict
@@ -57,7 +58,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("timeout", timedelta(hours=25).total_seconds())
+        kwargs.setdefault("timeout", DEFAULT_WAIT_TIMEOUT.total_seconds())
         super().__init__(**kwargs)
         self.batch_ids = batch_ids
         self.claude_conn_id = claude_conn_id
