@@ -79,6 +79,12 @@ def get_provider_info() -> dict[str, Any]:
                 },
             },
         },
+        "task-decorators": [
+            {
+                "name": "claude_batch",
+                "class-name": "airflow_provider_claude_batch.decorators.claude_batch.claude_batch_task",
+            }
+        ],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_claude_batch.hooks.claude.ClaudeHook",

@@ -86,6 +86,8 @@ with DAG(
         output_schema=DocumentAudit,
         # An audit with unreadable verdicts is not an audit: fail if more than one in ten is missing.
         max_failed_fraction=0.1,
+        # Tokens of one weekly run (every document set), for `claude-batch audit`.
+        usage_estimate={"model": "claude-sonnet-4-6", "input_tokens": 400_000, "output_tokens": 100_000},
         outlets=[AUDIT_FINDINGS],
     ).expand(requests=document_sets())
 

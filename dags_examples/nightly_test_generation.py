@@ -77,6 +77,8 @@ with DAG(
         # A module whose tests could not be generated tonight is retried tomorrow; a quarter of them
         # failing means something is wrong and somebody should look.
         max_failed_fraction=0.25,
+        # What a night costs on a real project of ~300 modules; `claude-batch audit` prices it.
+        usage_estimate={"model": "claude-sonnet-4-6", "input_tokens": 1_500_000, "output_tokens": 900_000},
         outlets=[GENERATED_TESTS],
     )
 

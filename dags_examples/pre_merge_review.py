@@ -6,7 +6,7 @@ synchronous Messages API, whatever the price. Batching it would save half the co
 the merge for up to 24 hours. The nightly test generation in ``nightly_test_generation.py`` is the
 other half of the same portfolio: nobody waits on it, so it is batched.
 
-The routing policy would refuse this task on ``ClaudeBatchOperator`` (it is declared ``blocking``);
+The routing policy would refuse this task on ``ClaudeBatchOperator`` (a person waits on it);
 ``claude-batch audit`` reports it as OK on the synchronous route.
 """
 
@@ -19,6 +19,7 @@ import pendulum
 from airflow.sdk import DAG, Param, task
 
 from airflow_provider_claude_batch.operators.message import ClaudeMessageOperator
+from airflow_provider_claude_batch.routing import Workload
 
 SAMPLE_PROJECT = Path(__file__).parent / "data" / "sample_project"
 
@@ -59,6 +60,8 @@ with DAG(
         model="claude-sonnet-4-6",
         max_tokens=1500,
         system="You are a careful reviewer. Be specific: name the line and the failure.",
-        blocking=True,
+        # A developer waits on this before merging: the routing rule's reason, and the audit's verdict.
+        workload=Workload(waiting="person", triggered_by="api", description="this pre-merge review"),
         max_concurrency=4,
+        usage_estimate={"model": "claude-sonnet-4-6", "input_tokens": 20_000, "output_tokens": 3_000},
     )

@@ -134,9 +134,7 @@ def test_250000_requests_become_three_batches_and_one_results_file(claude_emulat
     assert manifest["request_count"] == 250_000 and len(manifest["batch_ids"]) == 3
 
 
-def test_twenty_percent_faults_everywhere_still_one_batch_per_submission(
-    claude_emulator, monkeypatch, tmp_path, capfd
-):
+def test_twenty_percent_faults_everywhere_still_one_batch_per_submission(claude_emulator, monkeypatch, tmp_path, capfd):
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri(claude_emulator.url, max_retries=6))
     claude_emulator.configure(
         seed=7,

@@ -229,6 +229,8 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             if part_record.batch_id:
                 continue
             batch_id = self._create_once(part, part_record, record, store)
+            # Kept current so a kill during a multi-part submission cancels what already exists.
+            self._submitted = list(record.batch_ids)
             self._announce(context, record.batch_ids, batch_id, part.count)
         self._submitted = list(record.batch_ids)
 
@@ -447,6 +449,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         store.save(record)
         for part in subset.split():
             self._create_once(part, round_record, record, store)
+            self._submitted = list(round_record.batch_ids)
         context["ti"].xcom_push(key="batch_ids", value=record.all_batch_ids())
         return list(round_record.batch_ids)
 
