@@ -43,7 +43,20 @@ EMULATOR_SERVICE = "claude-emulator"
 EMULATOR_PORT = 8765
 """Port of the emulator inside the compose network (``http://claude-emulator:8765``)."""
 
-EMULATOR_COMMAND: list[str] = ["claude-batch", "emulator", "--host", "0.0.0.0", "--port", str(EMULATOR_PORT)]
+EMULATOR_PROCESSING_SECONDS = 30
+"""How long the deployed emulator's batches take: a batch ending within seconds of its task deferring can
+trip a scheduler race in Airflow (the resumed task is marked failed), which real batches never do."""
+
+EMULATOR_COMMAND: list[str] = [
+    "claude-batch",
+    "emulator",
+    "--host",
+    "0.0.0.0",
+    "--port",
+    str(EMULATOR_PORT),
+    "--processing-seconds",
+    str(EMULATOR_PROCESSING_SECONDS),
+]
 """The emulator service's full command line (a console script of this package, not ``airflow``)."""
 
 SHARED_DATA_DIRS: tuple[str, ...] = (
