@@ -85,6 +85,38 @@ def test_one_status_call_per_batch_per_poll(client, claude_conn, claude_emulator
     assert after - before <= payload["polls"] * len(ids)
 
 
+def test_triggers_in_one_loop_share_a_few_status_call_slots(client, claude_conn, claude_emulator, monkeypatch):
+    # A triggerer running many triggers keeps a bounded number of status calls in flight (and so a
+    # small connection pool and a responsive event loop); every trigger still gets its event.
+    from anthropic.resources.messages.batches import AsyncBatches
+
+    from airflow_provider_claude_batch.triggers import batch as trigger_module
+
+    monkeypatch.setattr(trigger_module, "POLLS_IN_FLIGHT", 3)
+    claude_emulator.configure(processing_seconds=0.4)
+    ids = [submit(client, 1) for _ in range(12)]
+    in_flight = peak = 0
+    retrieve = AsyncBatches.retrieve
+
+    async def counted(self, *args, **kwargs):
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            return await retrieve(self, *args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(AsyncBatches, "retrieve", counted)
+
+    async def all_events() -> list[dict]:
+        return await asyncio.gather(*(first_event(fast_trigger([batch_id])) for batch_id in ids))
+
+    payloads = asyncio.run(all_events())
+    assert [payload["status"] for payload in payloads] == ["ended"] * len(ids)
+    assert peak == 3
+
+
 def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emulator):
     claude_emulator.configure(processing_seconds=0.8)
     batch_id = submit(client)
