@@ -325,7 +325,10 @@ class _WorkloadBuilder:
         defaults = RequestDefaults()  # operator defaults are already covered above
         ids_streaming: list[str] = []
         ids_fast: list[str] = []
-        for index, item in _literal_requests(task):
+        # Once prepared, the requests as they will be sent answer for themselves: a batch refuses
+        # stream at validation, and fast_mode_ids lists fast mode; no second pass over every request.
+        literal = _literal_requests(task) if prepared is None else iter(())
+        for index, item in literal:
             try:
                 custom_id, params = normalize_request(item, defaults)
             except ValueError:
