@@ -51,6 +51,8 @@ def test_a_crash_after_submission_then_a_retry_submits_once(claude_emulator, tmp
     assert state["create_calls"] == 1 and state["batch_count"] == 1
     assert sorted(row["custom_id"] for row in rows_of(tmp_path)) == [f"r{i}" for i in range(5)]
     assert "Re-attaching to batch(es)" in "".join(capfd.readouterr())
+    # Airflow wiped the first try's XComs; the retry told downstream tasks and the UI again.
+    assert outcome.xcom("batch", "batch_ids") == [state["batches"][0]["id"]]
 
 
 def test_a_retry_with_changed_input_cancels_the_stale_batch_and_submits_once_more(claude_emulator, tmp_path, capfd):

@@ -171,6 +171,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     def _attach_or_submit(self, prepared: PreparedRequests, store: RecordStore, context: Context) -> SubmissionRecord:
         """Re-attach to what an earlier attempt submitted for this input, or submit it now."""
         fingerprint = prepared.fingerprint()
+        parts = prepared.split()
         record = store.load()
         if record is not None and record.fingerprint == fingerprint:
             known = record.batch_ids
@@ -183,10 +184,12 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                 )
             else:
                 self.log.info("An earlier attempt submitted part of this input; completing that submission.")
+            if known:
+                # XCom is wiped at the start of every try: tell downstream tasks and the UI again.
+                self._push_ids(context, known)
         else:
             if record is not None:
                 self._replace_stale(record, fingerprint)
-            parts = prepared.split()
             record = SubmissionRecord(
                 fingerprint=fingerprint,
                 request_count=prepared.count,
@@ -201,11 +204,11 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                     f"{prepared.body_size:,}",
                     len(parts),
                 )
-        self._submit_missing_parts(prepared, record, store, context)
+        self._submit_missing_parts(parts, record, store, context)
         return record
 
     def _replace_stale(self, record: SubmissionRecord, fingerprint: str) -> None:
-        stale = record.batch_ids + [b for item in record.rounds for b in item.batch_ids]
+        stale = record.all_batch_ids()
         if self.on_input_change == "fail":
             raise ClaudeBatchError(
                 f"The input changed since an earlier attempt submitted batch(es) {', '.join(stale)} "
@@ -222,10 +225,9 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self._cancel(stale, reason="its input changed", force=True)
 
     def _submit_missing_parts(
-        self, prepared: PreparedRequests, record: SubmissionRecord, store: RecordStore, context: Context
+        self, parts: list[PreparedRequests], record: SubmissionRecord, store: RecordStore, context: Context
     ) -> None:
-        parts = prepared.split() if not record.complete else []
-        for part_record, part in zip(record.parts, parts, strict=False):
+        for part_record, part in zip(record.parts, parts, strict=True):
             if part_record.batch_id:
                 continue
             batch_id = self._create_once(part, part_record, record, store)
@@ -283,13 +285,15 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
 
     def _announce(self, context: Context, batch_ids: list[str], batch_id: str, count: int) -> None:
         # Pushed before anything else can fail, so a lost task never loses track of its batch.
+        self._push_ids(context, batch_ids)
+        self.log.info("Submitted Claude batch %s with %d request(s).", batch_id, count)
+
+    def _push_ids(self, context: Context, batch_ids: list[str]) -> None:
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
         context["ti"].xcom_push(key="batch_ids", value=list(batch_ids))
-        if batch_id == batch_ids[0]:
-            # Airflow stores extra links only when a task ends; pushed now, the button works while deferred.
-            link = ClaudeBatchLink()
-            context["ti"].xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=context["ti"]))
-        self.log.info("Submitted Claude batch %s with %d request(s).", batch_id, count)
+        # Airflow stores extra links only when a task ends; pushed now, the button works while deferred.
+        link = ClaudeBatchLink()
+        context["ti"].xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=context["ti"]))
 
     def _wait(self, context: Context, batch_ids: list[str], record: SubmissionRecord) -> dict[str, Any]:
         """Wait for ``batch_ids`` (deferred by default), then resume in :meth:`execute_complete`."""
