@@ -75,9 +75,9 @@ class BatchSnapshot:
                 "canceled": counts.canceled,
                 "expired": counts.expired,
             },
-            created_at=_iso(batch.created_at),
-            expires_at=_iso(batch.expires_at),
-            ended_at=_iso(batch.ended_at),
+            created_at=iso_or_none(batch.created_at),
+            expires_at=iso_or_none(batch.expires_at),
+            ended_at=iso_or_none(batch.ended_at),
             results_url=batch.results_url,
         )
 
@@ -113,7 +113,8 @@ class BatchSnapshot:
         return f"batch {self.batch_id} is {self.processing_status} ({counts or 'no requests'})"
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_or_none(value: datetime | None) -> str | None:
+    """ISO 8601 text of a timestamp, ``None`` kept as ``None``."""
     return value.isoformat() if value is not None else None
 
 

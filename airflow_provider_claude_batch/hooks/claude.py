@@ -340,11 +340,26 @@ def _describe(error: Exception | None) -> str:
     return type(error).__name__ if error is not None else "unknown error"
 
 
-def _retry_delay(error: Exception | None, attempt: int) -> float:
-    """The server's ``retry-after`` when it gives one (bounded), else exponential backoff."""
+def api_error_summary(error: BaseException) -> str:
+    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data."""
+    if isinstance(error, anthropic.APIStatusError):
+        return f"HTTP {error.status_code} {type(error).__name__}"
+    return type(error).__name__
+
+
+def retry_after_seconds(error: BaseException | None) -> float | None:
+    """The server's ``retry-after`` hint of an API error, in seconds, when it gives a usable one."""
     if isinstance(error, anthropic.APIStatusError):
         header = error.response.headers.get("retry-after")
         if header:
             with contextlib.suppress(ValueError):
-                return min(max(float(header), 0.0), 60.0)
+                return float(header)
+    return None
+
+
+def _retry_delay(error: Exception | None, attempt: int) -> float:
+    """The server's ``retry-after`` when it gives one (bounded), else exponential backoff."""
+    hint = retry_after_seconds(error)
+    if hint is not None:
+        return min(max(hint, 0.0), 60.0)
     return min(0.5 * 2 ** (attempt - 1), 8.0)

@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.links import task_page_path
-from airflow_provider_claude_batch.polling import BatchSnapshot
+from airflow_provider_claude_batch.polling import BatchSnapshot, iso_or_none
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -95,12 +95,6 @@ class Lookup:
         return now - self.fetched_at < ttl
 
 
-def _describe_error(error: BaseException) -> str:
-    status = getattr(error, "status_code", None)
-    name = type(error).__name__
-    return f"HTTP {status} {name}" if status else name
-
-
 def _retrieve_with_hook(conn_id: str, batch_id: str) -> BatchSnapshot:
     from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 
@@ -147,7 +141,9 @@ class BatchStatusCache:
         try:
             return Lookup(self.retrieve(conn_id, batch_id), None, self.clock())
         except Exception as error:  # shown in the row: one bad batch must not break the page
-            return Lookup(None, f"Could not read batch {batch_id}: {_describe_error(error)}", self.clock())
+            from airflow_provider_claude_batch.hooks.claude import api_error_summary
+
+            return Lookup(None, f"Could not read batch {batch_id}: {api_error_summary(error)}", self.clock())
 
     def clear(self) -> None:
         with self._lock:
@@ -254,10 +250,6 @@ def _parse(moment: str | datetime | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment is not None else None
-
-
 def _summary_status(batches: list[dict[str, Any]], landed: bool) -> str:
     statuses = [b["processing_status"] for b in batches if b.get("processing_status")]
     if not statuses:
@@ -283,9 +275,9 @@ def _window(batches: list[dict[str, Any]], now: datetime, fallback_start: dateti
     window = max((expiry - start).total_seconds(), 1.0)
     elapsed = max((until - start).total_seconds(), 0.0)
     return {
-        "created_at": _iso(start),
-        "expires_at": _iso(expiry),
-        "ended_at": _iso(end),
+        "created_at": iso_or_none(start),
+        "expires_at": iso_or_none(expiry),
+        "ended_at": iso_or_none(end),
         "elapsed_seconds": round(elapsed, 1),
         "window_seconds": round(window, 1),
         "fraction": round(min(elapsed / window, 1.0), 6),
@@ -338,7 +330,7 @@ def build_row(record: TaskRecord, lookups: Mapping[tuple[str, str], Lookup], now
         "request_counts": counts,
         "request_total": sum(counts.values()) if counts else int(manifest.get("request_count") or 0),
         "window": _window(batches, now, _parse(record.submitted_at)),
-        "submitted_at": _iso(_parse(record.submitted_at)),
+        "submitted_at": iso_or_none(_parse(record.submitted_at)),
         "landed": landed,
         "landed_at": manifest.get("landed_at"),
         "usage": {k: int(v) for k, v in usage.items()} if usage else None,

@@ -12,7 +12,7 @@ from typing import Any
 import anthropic
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.hooks.claude import ClaudeHook, api_error_summary, retry_after_seconds
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
@@ -166,10 +166,11 @@ class ClaudeBatchTrigger(BaseTrigger):
                 )
                 return
             if transient is not None:
-                delay = backoff_delay(delay, self.min_poll_interval, self.max_poll_interval, _retry_after(transient))
+                hint = retry_after_seconds(transient)
+                delay = backoff_delay(delay, self.min_poll_interval, self.max_poll_interval, hint)
                 self.log.warning(
                     "Polling Claude batches failed transiently (%s); still waiting, next look in %s.",
-                    _describe(transient),
+                    api_error_summary(transient),
                     format_seconds(delay),
                 )
             else:
@@ -221,23 +222,8 @@ class ClaudeBatchTrigger(BaseTrigger):
                 await client.messages.batches.cancel(batch_id)
                 self.log.info("Task killed; cancelled Claude batch %s.", batch_id)
             except anthropic.APIError as error:
-                self.log.warning("Task killed; could not cancel Claude batch %s: %s", batch_id, _describe(error))
-
-
-def _retry_after(error: Exception) -> float | None:
-    if isinstance(error, anthropic.APIStatusError):
-        header = error.response.headers.get("retry-after")
-        try:
-            return float(header) if header else None
-        except ValueError:
-            return None
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, anthropic.APIStatusError):
-        return f"HTTP {error.status_code} {type(error).__name__}"
-    return type(error).__name__
+                reason = api_error_summary(error)
+                self.log.warning("Task killed; could not cancel Claude batch %s: %s", batch_id, reason)
 
 
 def _permanent_error_message(batch_id: str, error: BaseException) -> str:
@@ -248,7 +234,7 @@ def _permanent_error_message(batch_id: str, error: BaseException) -> str:
         )
     if isinstance(error, anthropic.AuthenticationError):
         return f"The API key was rejected (401) while waiting for batch {batch_id}; check the connection."
-    return f"Waiting for batch {batch_id} failed: {_describe(error)}: {error}"
+    return f"Waiting for batch {batch_id} failed: {api_error_summary(error)}: {error}"
 
 
 def wait_inline(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
