@@ -260,9 +260,9 @@ class AirflowHarness:
         env.update(self.extra_env)
         return env
 
-    def _run_airflow(self, args: list[str], log_name: str, timeout: float) -> None:
-        log_path = self.component_logs / f"{log_name}.log"
-        with log_path.open("wb") as log:
+    def _spawn_airflow(self, args: list[str], log_path: Path, mode: str) -> subprocess.Popen[bytes]:
+        """Start ``airflow <args>`` logging to ``log_path``, remembered for teardown."""
+        with log_path.open(mode) as log:
             process = subprocess.Popen(
                 [_console_script("airflow"), *args],
                 env=self.env,
@@ -270,9 +270,14 @@ class AirflowHarness:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                start_new_session=True,  # its own process group, so it and its children stop together
             )
         self._remember(process)
+        return process
+
+    def _run_airflow(self, args: list[str], log_name: str, timeout: float) -> None:
+        log_path = self.component_logs / f"{log_name}.log"
+        process = self._spawn_airflow(args, log_path, "wb")
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as error:
@@ -291,18 +296,7 @@ class AirflowHarness:
         args = list(COMPOSE_SERVICE_COMMANDS[COMPONENT_SERVICES[name]])
         if name == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
-        log_path = self.component_logs / f"{name}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                [_console_script("airflow"), *args],
-                env=self.env,
-                cwd=self.home,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # its own process group, so it and its children stop together
-            )
-        self._remember(process)
+        process = self._spawn_airflow(args, self.component_logs / f"{name}.log", "ab")
         self.processes[name] = process
         return process
 
