@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -109,8 +110,9 @@ class ClaudeRequestsOperator(BaseOperator):
             usage_from_estimate(usage_estimate, model)  # a typo fails when the DAG is parsed, not in the audit
         self.usage_estimate = usage_estimate
 
-    @property
+    @cached_property
     def hook(self) -> ClaudeHook:
+        """One hook (one connection lookup, one client) for the whole run of the task."""
         return ClaudeHook(self.claude_conn_id)
 
     def prepare(self) -> PreparedRequests:
