@@ -48,12 +48,13 @@ def run_demo(dags_folder: Path, airflow_home: Path, dag_ids: list[str], processi
         failures = 0
         for dag_id in dag_ids:
             started = time.monotonic()
+            started_at = time.time()
             print(f"\n>> airflow dags test {dag_id}")
             log_file = logs / f"{dag_id}.log"
             ok = _airflow(["dags", "test", dag_id], env, log_file, check=False)
             print(f"   {'succeeded' if ok else 'FAILED'} in {time.monotonic() - started:.1f} s; log: {log_file}")
             failures += not ok
-            _print_outcome(airflow_home, dag_id)
+            _print_outcome(airflow_home, dag_id, since=started_at)
         state = emulator.state()
         print(
             f"\nThe emulator received {state['create_calls']} batch create call(s) and holds "
@@ -72,11 +73,15 @@ def _airflow(args: list[str], env: dict[str, str], log_file: Path, check: bool =
     return result.returncode == 0
 
 
-def _print_outcome(airflow_home: Path, dag_id: str) -> None:
-    runs = sorted((airflow_home / "claude_batch_results" / dag_id).glob("*"), key=os.path.getmtime)
-    manifests = sorted(runs[-1].rglob("manifest.json")) if runs else []
+def _print_outcome(airflow_home: Path, dag_id: str, since: float) -> None:
+    """Where the results of the run that just ended are (manifests written since ``since``)."""
+    manifests = sorted(
+        path
+        for path in (airflow_home / "claude_batch_results" / dag_id).rglob("manifest.json")
+        if path.stat().st_mtime >= since
+    )
     if not manifests:
-        print("   no results landed")
+        print("   no results landed in this run (nothing to do, or see the log)")
         return
     for path in manifests:
         manifest = json.loads(path.read_text())

@@ -20,6 +20,7 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
 
@@ -64,6 +65,9 @@ with DAG(
                     "prompt": f"Write pytest tests for the module `{module}` below.\n\n```python\n{source}```\n",
                 }
             )
+        if not requests:
+            # A quiet night is not a failure: skip the batch and the write-up, submit nothing.
+            raise AirflowSkipException("No module changed since the last successful generation.")
         print(f"{len(requests)} module(s) changed since the last run")
         return requests
 

@@ -101,3 +101,30 @@ def test_audit_figures_match_the_price_table(audit):
     assert weekly["monthly"]["batch_usd"] == pytest.approx(float(usd("0.4", "0.1", batch=True)) * 30 / 7, abs=1e-6)
     review = rows["pre_merge_review"]
     assert review["per_run"]["sync_usd"] == pytest.approx(float(usd("0.02", "0.003", batch=False)))  # $0.105
+
+
+@pytest.mark.usefixtures("airflow_db", "claude_conn")
+def test_nightly_generation_writes_tests_then_skips_a_night_with_no_changes(claude_emulator, airflow_home):
+    from airflow.models.dagbag import DagBag
+    from airflow_support import run_dag
+
+    state = airflow_home / "claude_batch_state" / "nightly_test_generation.json"
+    state.unlink(missing_ok=True)
+    claude_emulator.configure(processing_seconds=0.2)
+    dag = DagBag(dag_folder=str(EXAMPLES / "nightly_test_generation.py")).dags["nightly_test_generation"]
+    for task in dag.tasks:  # poll the emulator's short batches quickly
+        if hasattr(task, "min_poll_interval"):
+            task.min_poll_interval, task.max_poll_interval = 0.05, 0.2
+
+    first = run_dag(dag)
+    assert first.task_states == {
+        "collect_changed_modules": "success",
+        "generate_tests": "success",
+        "write_test_files": "success",
+    }
+    assert sorted(first.xcom("write_test_files")["test_files"]) == ["test_pricing.py", "test_stock.py", "test_text.py"]
+    assert claude_emulator.state()["create_calls"] == 1
+
+    second = run_dag(dag)  # nothing changed since: nothing to submit, and that is not a failure
+    assert set(second.task_states.values()) == {"skipped"}
+    assert claude_emulator.state()["create_calls"] == 1
