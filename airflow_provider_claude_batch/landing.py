@@ -26,6 +26,7 @@ from airflow_provider_claude_batch.results import (
     ResultTally,
     decode_row,
     encode_row,
+    is_transient,
     iter_lines,
     parse_result_line,
 )
@@ -137,21 +138,39 @@ def merge_round(target: PathLike, round_rows: PathLike, tally: ResultTally | Non
     :param round_rows: the rows landed by the follow-up round (removed once merged).
     :param tally: counts and usage of the merged file (a new one if omitted).
     """
-    with round_rows.open("rb") as source:
-        rerun = {decode_row(line).custom_id for line in source if line.strip()}
+    rerun = {row.custom_id for row in iter_rows(round_rows)}
     with publish_rows(target, tally) as sink:
-        with target.open("rb") as previous:
-            for line in previous:
-                if line.strip():
-                    row = decode_row(line)
-                    if row.custom_id not in rerun:
-                        sink.add(row)
-        with round_rows.open("rb") as source:
-            for line in source:
-                if line.strip():
-                    sink.add(decode_row(line))
+        for row in iter_rows(target):
+            if row.custom_id not in rerun:
+                sink.add(row)
+        for row in iter_rows(round_rows):
+            sink.add(row)
     _remove_quietly(round_rows)
     return sink.tally
+
+
+def iter_rows(path: PathLike) -> Iterator[ResultRow]:
+    """The rows of a published results file, one at a time."""
+    with path.open("rb") as source:
+        for line in source:
+            if line.strip():
+                yield decode_row(line)
+
+
+def tally_results(path: PathLike) -> ResultTally:
+    """Counts and usage of a published results file (a resumed task reads them back, no API call)."""
+    tally = ResultTally()
+    for row in iter_rows(path):
+        tally.add(row)
+    return tally
+
+
+def transient_custom_ids(path: PathLike) -> set[str]:
+    """Custom ids of the rows that failed transiently (expired, overloaded, ...): a follow-up round re-runs them.
+
+    Read from the published file, so a task resumed between two rounds finds the same set again.
+    """
+    return {row.custom_id for row in iter_rows(path) if is_transient(row)}
 
 
 def _land_batch(

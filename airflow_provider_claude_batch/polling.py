@@ -12,7 +12,7 @@ This module imports nothing from Airflow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 # The end of a batch is noticed within this fraction of its running time (until the cap applies).
@@ -20,6 +20,7 @@ POLL_FRACTION = 0.1
 DEFAULT_MIN_POLL_SECONDS = 5.0
 DEFAULT_MAX_POLL_SECONDS = 600.0
 BATCH_STATES_ENDED = frozenset({"ended"})
+REQUEST_COUNT_NAMES = ("processing", "succeeded", "errored", "canceled", "expired")
 # The batch window is 24 hours; waiting a little longer lets the API's own expiry end a batch (and
 # its completed requests land) before our deadline does.
 DEFAULT_WAIT_TIMEOUT = timedelta(hours=25)
@@ -68,17 +69,25 @@ class BatchSnapshot:
         return cls(
             batch_id=batch.id,
             processing_status=batch.processing_status,
-            request_counts={
-                "processing": counts.processing,
-                "succeeded": counts.succeeded,
-                "errored": counts.errored,
-                "canceled": counts.canceled,
-                "expired": counts.expired,
-            },
+            request_counts={name: getattr(counts, name) for name in REQUEST_COUNT_NAMES},
             created_at=iso_or_none(batch.created_at),
             expires_at=iso_or_none(batch.expires_at),
             ended_at=iso_or_none(batch.ended_at),
             results_url=batch.results_url,
+        )
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> BatchSnapshot:
+        """From the API's JSON of a ``MessageBatch`` (no SDK model is built: a fleet's pages are large)."""
+        counts = data.get("request_counts") or {}
+        return cls(
+            batch_id=data["id"],
+            processing_status=data["processing_status"],
+            request_counts={name: int(counts.get(name) or 0) for name in REQUEST_COUNT_NAMES},
+            created_at=_normal_iso(data.get("created_at")),
+            expires_at=_normal_iso(data.get("expires_at")),
+            ended_at=_normal_iso(data.get("ended_at")),
+            results_url=data.get("results_url"),
         )
 
     @classmethod
@@ -118,15 +127,25 @@ def iso_or_none(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def parse_iso(value: str) -> datetime:
+    """An ISO 8601 / RFC 3339 timestamp (``Z`` accepted on every Python we support), timezone-aware."""
+    moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _normal_iso(value: str | None) -> str | None:
+    return parse_iso(value).isoformat() if value else None
+
+
 def seconds_until(moment_iso: str | None, now: datetime) -> float | None:
     """Seconds from ``now`` to an ISO timestamp, ``None`` when unknown."""
     if not moment_iso:
         return None
-    return (datetime.fromisoformat(moment_iso) - now).total_seconds()
+    return (parse_iso(moment_iso) - now).total_seconds()
 
 
 def elapsed_since(moment_iso: str | None, now: datetime, fallback: timedelta) -> float:
     """Seconds since an ISO timestamp, or ``fallback`` when unknown."""
     if not moment_iso:
         return fallback.total_seconds()
-    return max((now - datetime.fromisoformat(moment_iso)).total_seconds(), 0.0)
+    return max((now - parse_iso(moment_iso)).total_seconds(), 0.0)

@@ -1,11 +1,13 @@
 """The submission record: which batches a task has paid for, kept where a retry can find it.
 
 The Message Batches API has no idempotency key, so a retried task must know what its earlier
-attempts submitted or it pays twice. Before each create, the record notes an *intent* (when the
-create was sent and how many requests it carried); after, the batch id. A later attempt with the
-same input (same fingerprint of everything sent and billed) re-attaches to the recorded batches;
-an intent without an id means a create may have reached the API unanswered, so the attempt looks
-for a batch created since the intent with the same request count before submitting again.
+attempts submitted or it pays twice. The record holds one entry per round (round 0 is the first
+submission; later rounds re-run requests that failed transiently), and one per part of a round
+(an input over one batch's limits is split). Before each create a part notes an *intent* (when the
+create was sent, and the newest batch id listed just before it); after, the batch id. Which step
+comes next, and every change to the record, belong to
+:class:`~airflow_provider_claude_batch.lifecycle.SubmissionLifecycle`; this module is the data and
+where it is kept.
 
 The record is saved to every store given: Airflow 3.3's ``task_state_store`` (survives retries,
 unlike XCom) and a JSON file beside the results (any Airflow version, and readable by humans).
@@ -19,14 +21,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from airflow_provider_claude_batch.polling import parse_iso
+
 RECORD_KEY = "claude_batch_submission"
 RECORD_FILE = "submission.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 @dataclass
 class PartRecord:
-    """One batch of the submission (inputs over the batch limits are split into several)."""
+    """One batch of a round (inputs over the batch limits are split into several)."""
 
     index: int
     request_count: int
@@ -35,34 +39,38 @@ class PartRecord:
     # The newest batch id listed just before the create was sent: batches listed before it are newer.
     marker: str | None = None
     batch_id: str | None = None
-
-    def record_batch(self, batch_id: str) -> None:
-        self.batch_id = batch_id
+    created_at: str | None = None
+    # The workspace's processing queue refused this part: when to try again, and how often it was refused.
+    retry_at: str | None = None
+    refusals: int = 0
 
 
 @dataclass
 class RoundRecord:
-    """One follow-up round: the requests re-run after a transient failure, and their batches."""
+    """One round: 0 submits the input, each later one re-runs the requests that failed transiently."""
 
     round: int
-    custom_ids_count: int
-    batch_ids: list[str] = field(default_factory=list)
-    intent_at: str | None = None
-    marker: str | None = None
+    request_count: int
+    parts: list[PartRecord]
+    # Order-independent digest of the custom ids a follow-up round re-runs (recomputed on resume, checked).
+    id_digest: str | None = None
+    ended_at: str | None = None
+    landed_at: str | None = None
 
-    def record_batch(self, batch_id: str) -> None:
-        self.batch_ids.append(batch_id)
-        # The next part of this round has its own intent.
-        self.intent_at = None
-        self.marker = None
+    @property
+    def batch_ids(self) -> list[str]:
+        return [part.batch_id for part in self.parts if part.batch_id]
+
+    @property
+    def submitted(self) -> bool:
+        return all(part.batch_id for part in self.parts)
 
 
 @dataclass
 class SubmissionRecord:
     fingerprint: str
     request_count: int
-    parts: list[PartRecord]
-    rounds: list[RoundRecord] = field(default_factory=list)
+    rounds: list[RoundRecord]
     deadline_at: str | None = None
     landed_at: str | None = None
     # CustomIdDigest of the requests sent in each batch, checked against the landed rows.
@@ -72,36 +80,18 @@ class SubmissionRecord:
     @property
     def batch_ids(self) -> list[str]:
         """Batch ids of the first round, in part order."""
-        return [part.batch_id for part in self.parts if part.batch_id]
-
-    @property
-    def complete(self) -> bool:
-        return all(part.batch_id for part in self.parts)
+        return self.rounds[0].batch_ids if self.rounds else []
 
     def all_batch_ids(self) -> list[str]:
         """Every batch of every round: what this task has paid for."""
-        return self.batch_ids + [batch_id for item in self.rounds for batch_id in item.batch_ids]
+        return [batch_id for item in self.rounds for batch_id in item.batch_ids]
 
-    def forget(self, batch_id: str) -> None:
-        """Drop a batch that turned out not to be ours, so the next attempt submits its part again."""
-        for part in self.parts:
-            if part.batch_id == batch_id:
-                part.batch_id = part.intent_at = part.marker = None
-        for item in self.rounds:
-            if batch_id in item.batch_ids:
-                item.batch_ids.remove(batch_id)
-        self.id_digests.pop(batch_id, None)
+    @property
+    def current(self) -> RoundRecord:
+        return self.rounds[-1]
 
-    def round(self, number: int) -> RoundRecord | None:
-        """Follow-up round ``number`` (1-based), if one was submitted."""
-        return next((item for item in self.rounds if item.round == number), None)
-
-    def round_of(self, batch_ids: list[str]) -> int:
-        """Which round ``batch_ids`` belong to: 0 for the first submission."""
-        for item in self.rounds:
-            if set(batch_ids) & set(item.batch_ids):
-                return item.round
-        return 0
+    def round_of(self, batch_id: str) -> RoundRecord | None:
+        return next((item for item in self.rounds if batch_id in item.batch_ids), None)
 
     def deadline(self) -> datetime:
         """When the task as a whole must be done (every round included)."""
@@ -114,16 +104,38 @@ class SubmissionRecord:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SubmissionRecord:
+        if data.get("version", 1) < 2:
+            return _from_version_1(data)
         return cls(
             fingerprint=data["fingerprint"],
             request_count=data["request_count"],
-            parts=[PartRecord(**part) for part in data.get("parts", [])],
-            rounds=[RoundRecord(**item) for item in data.get("rounds", [])],
+            rounds=[
+                RoundRecord(**{**item, "parts": [PartRecord(**part) for part in item.get("parts", [])]})
+                for item in data.get("rounds", [])
+            ],
             deadline_at=data.get("deadline_at"),
             landed_at=data.get("landed_at"),
             id_digests=dict(data.get("id_digests", {})),
-            version=data.get("version", RECORD_VERSION),
         )
+
+
+def _from_version_1(data: dict[str, Any]) -> SubmissionRecord:
+    """A record written by 0.1 (parts at the top, follow-up rounds as bare batch-id lists)."""
+    first = RoundRecord(0, data["request_count"], [PartRecord(**part) for part in data.get("parts", [])])
+    rounds = [first]
+    for item in data.get("rounds", []):
+        parts = [PartRecord(i, 0, 0, batch_id=batch_id) for i, batch_id in enumerate(item.get("batch_ids", []))]
+        rounds.append(RoundRecord(item["round"], item.get("custom_ids_count", 0), parts))
+    for earlier in rounds[:-1]:
+        earlier.ended_at = earlier.landed_at = now_iso()  # a later round exists only once this one landed
+    return SubmissionRecord(
+        fingerprint=data["fingerprint"],
+        request_count=data["request_count"],
+        rounds=rounds,
+        deadline_at=data.get("deadline_at"),
+        landed_at=data.get("landed_at"),
+        id_digests=dict(data.get("id_digests", {})),
+    )
 
 
 class KeyValueStore(Protocol):
@@ -169,9 +181,9 @@ class RecordStore:
             temporary.rename(self._record_path)
 
 
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def parse_iso(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+    return utc_now().isoformat()

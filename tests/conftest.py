@@ -50,6 +50,16 @@ def airflow_db(airflow_home: Path) -> Path:
     return airflow_home
 
 
+@pytest.fixture(autouse=True)
+def _fresh_request_budgets() -> Iterator[None]:
+    """Each test starts with full request budgets (they are process-wide, like a real worker's)."""
+    from airflow_provider_claude_batch.budget import forget_budgets
+
+    forget_budgets()
+    yield
+    forget_budgets()
+
+
 @pytest.fixture
 def claude_conn(claude_emulator, monkeypatch) -> Iterator[str]:
     """``claude_default`` pointed at the emulator; yields the connection id."""

@@ -7,6 +7,12 @@ import json
 TEST_API_KEY = "sk-ant-test-0123456789-SECRET-do-not-leak"
 
 
+# Tests poll every few tens of milliseconds; the default budget (50 calls a minute) would pace them to
+# a crawl. Tests of the budget itself pass their own ``batch_requests_per_minute``.
+TEST_REQUESTS_PER_MINUTE = 100_000
+
+
 def claude_connection_uri(base_url: str, api_key: str = TEST_API_KEY, **extra: object) -> str:
     """The JSON form of a ``claude`` connection, for an ``AIRFLOW_CONN_*`` variable."""
+    extra.setdefault("batch_requests_per_minute", TEST_REQUESTS_PER_MINUTE)
     return json.dumps({"conn_type": "claude", "password": api_key, "host": base_url, "extra": extra})

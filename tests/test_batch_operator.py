@@ -73,8 +73,11 @@ def test_submits_defers_completes_and_lands_one_row_per_request(claude_emulator,
     assert state["batch_count"] == 1
     [batch] = state["batches"]
     assert outcome.xcom("batch", "batch_id") == batch["id"] == manifest["batch_id"]
-    # The wait went through the trigger: the batch was polled until it ended.
-    assert state["calls"].get("GET /v1/messages/batches/{message_batch_id}", 0) >= 1
+    # The wait went through the trigger and its shared poller: status came from list pages (no
+    # retrieve), and the results were fetched from the results_url the last status gave (one call).
+    assert state["calls"]["GET /v1/messages/batches"] >= 2  # the marker before the create, then polling
+    assert state["calls"].get("GET /v1/messages/batches/{message_batch_id}", 0) == 0
+    assert state["calls"]["GET /v1/messages/batches/{message_batch_id}/results"] == 1
     assert json.loads(Path(tmp_path, "out", "manifest.json").read_text())["counts"] == manifest["counts"]
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import anthropic
 import pytest
-from support import TEST_API_KEY
+from support import TEST_API_KEY, claude_connection_uri
 
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger, wait_inline
 
@@ -76,45 +77,81 @@ def test_waits_until_every_batch_ends_and_fires_one_event(client, claude_conn, c
     assert payload["polls"] >= 2
 
 
-def test_one_status_call_per_batch_per_poll(client, claude_conn, claude_emulator):
+LIST = "GET /v1/messages/batches"
+RETRIEVE = "GET /v1/messages/batches/{message_batch_id}"
+
+
+def status_calls(emulator) -> int:
+    calls = emulator.state()["calls"]
+    return calls.get(LIST, 0) + calls.get(RETRIEVE, 0)
+
+
+def test_status_calls_per_cycle_do_not_grow_with_the_number_of_batches(client, claude_conn, claude_emulator):
     claude_emulator.configure(processing_seconds=0.5)
     ids = [submit(client) for _ in range(3)]
-    before = claude_emulator.state()["calls"].get("GET /v1/messages/batches/{message_batch_id}", 0)
+    before = status_calls(claude_emulator)
     payload = wait_inline(fast_trigger(ids))
-    after = claude_emulator.state()["calls"].get("GET /v1/messages/batches/{message_batch_id}", 0)
-    assert after - before <= payload["polls"] * len(ids)
+    assert payload["status"] == "ended"
+    # One list page a cycle covers all three batches: no retrieve at all.
+    assert status_calls(claude_emulator) - before == payload["polls"]
+    assert claude_emulator.state()["calls"].get(RETRIEVE, 0) == 0
 
 
-def test_triggers_in_one_loop_share_a_few_status_call_slots(client, claude_conn, claude_emulator, monkeypatch):
-    # A triggerer running many triggers keeps a bounded number of status calls in flight (and so a
-    # small connection pool and a responsive event loop); every trigger still gets its event.
-    from anthropic.resources.messages.batches import AsyncBatches
+def test_triggers_in_one_loop_share_one_poller(client, claude_conn, claude_emulator):
+    # Thirty deferred tasks in one triggerer: about one call a cycle for all of them, not thirty.
+    claude_emulator.configure(processing_seconds=0.6)
+    ids = [submit(client, 1) for _ in range(30)]
+    before = status_calls(claude_emulator)
 
-    from airflow_provider_claude_batch.triggers import batch as trigger_module
+    from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+    from airflow_provider_claude_batch.hooks.poller import shared_poller
 
-    monkeypatch.setattr(trigger_module, "POLLS_IN_FLIGHT", 3)
-    claude_emulator.configure(processing_seconds=0.4)
-    ids = [submit(client, 1) for _ in range(12)]
-    in_flight = peak = 0
-    retrieve = AsyncBatches.retrieve
+    async def all_events() -> tuple[list[dict], int]:
+        payloads = await asyncio.gather(*(first_event(fast_trigger([batch_id])) for batch_id in ids))
+        return payloads, (await shared_poller(ClaudeHook())).book.cycles
 
-    async def counted(self, *args, **kwargs):
-        nonlocal in_flight, peak
-        in_flight += 1
-        peak = max(peak, in_flight)
-        try:
-            return await retrieve(self, *args, **kwargs)
-        finally:
-            in_flight -= 1
-
-    monkeypatch.setattr(AsyncBatches, "retrieve", counted)
-
-    async def all_events() -> list[dict]:
-        return await asyncio.gather(*(first_event(fast_trigger([batch_id])) for batch_id in ids))
-
-    payloads = asyncio.run(all_events())
+    payloads, cycles = asyncio.run(all_events())
     assert [payload["status"] for payload in payloads] == ["ended"] * len(ids)
-    assert peak == 3
+    assert status_calls(claude_emulator) - before == cycles  # one list page a cycle, for all thirty
+    assert claude_emulator.state()["calls"].get(RETRIEVE, 0) == 0
+
+
+def test_a_trigger_cancelled_mid_wait_leaves_the_poller_consistent(client, claude_conn, claude_emulator):
+    from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+    from airflow_provider_claude_batch.hooks.poller import shared_poller
+
+    claude_emulator.configure(processing_seconds=1.0)
+    kept, dropped = submit(client, 1), submit(client, 1)
+
+    async def scenario() -> tuple[dict, set[str]]:
+        doomed = asyncio.ensure_future(first_event(fast_trigger([dropped])))
+        survivor = asyncio.ensure_future(first_event(fast_trigger([kept])))
+        await asyncio.sleep(0.3)
+        doomed.cancel()
+        payload = await survivor
+        poller = await shared_poller(ClaudeHook())
+        return payload, set(poller.book.tracked)
+
+    payload, still_tracked = asyncio.run(scenario())
+    assert payload["status"] == "ended"
+    assert still_tracked == set()
+
+
+def test_a_trigger_reinstantiated_on_another_event_loop_still_ends(client, claude_conn, claude_emulator):
+    # A triggerer dies mid-wait; another one rebuilds the trigger from its serialised kwargs.
+    claude_emulator.configure(processing_seconds=1.5)
+    batch_id = submit(client)
+    trigger = fast_trigger([batch_id])
+
+    async def wait_briefly() -> None:
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(first_event(trigger), 0.4)
+
+    asyncio.run(wait_briefly())  # the first triggerer's loop is gone
+    _, kwargs = trigger.serialize()
+    payload = asyncio.run(first_event(ClaudeBatchTrigger(**kwargs)))
+    assert payload["status"] == "ended"
+    assert payload["batches"][0]["request_counts"]["succeeded"] == 3
 
 
 def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emulator):
@@ -122,14 +159,33 @@ def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emula
     batch_id = submit(client)
     claude_emulator.configure(
         faults=[
-            {"method": "GET", "path": r"^/v1/messages/batches/[^/]+$", "status": 429, "count": 2, "retry_after": 0.1},
-            {"method": "GET", "path": r"^/v1/messages/batches/[^/]+$", "status": 500, "count": 2},
-            {"method": "GET", "path": r"^/v1/messages/batches/[^/]+$", "status": 529, "count": 2},
+            {"method": "GET", "path": r"^/v1/messages/batches$", "status": 429, "count": 2, "retry_after": 0.1},
+            {"method": "GET", "path": r"^/v1/messages/batches$", "status": 500, "count": 2},
+            {"method": "GET", "path": r"^/v1/messages/batches$", "status": 529, "count": 2},
         ]
     )
     payload = wait_inline(fast_trigger([batch_id]))
     assert payload["status"] == "ended"
     assert claude_emulator.state()["faults_injected"] == 6
+
+
+def test_a_404_right_after_creation_is_waited_through(client, claude_emulator, monkeypatch):
+    # The list is not served here (a gateway), and retrieve answers 404 for a while: the API's
+    # propagation delay. Inside the grace window the trigger keeps waiting, and the batch ends.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri(claude_emulator.url, not_found_grace_seconds=60)
+    )
+    claude_emulator.configure(processing_seconds=0.8)
+    batch_id = submit(client)
+    claude_emulator.configure(
+        faults=[
+            {"method": "GET", "path": r"^/v1/messages/batches$", "status": 404},
+            {"method": "GET", "path": r"^/v1/messages/batches/[^/]+$", "status": 404, "count": 3},
+        ]
+    )
+    payload = wait_inline(fast_trigger([batch_id], submitted_at=time.time()))
+    assert payload["status"] == "ended"
+    assert claude_emulator.state()["faults_injected"] >= 3
 
 
 def test_deadline_gives_a_clean_timeout_event(client, claude_conn, claude_emulator):
@@ -143,10 +199,14 @@ def test_deadline_gives_a_clean_timeout_event(client, claude_conn, claude_emulat
     assert payload["batches"][0]["processing_status"] == "in_progress"
 
 
-def test_unknown_batch_is_a_clear_error(claude_conn):
+def test_unknown_batch_is_a_clear_error_once_the_grace_window_is_over(claude_emulator, monkeypatch):
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri(claude_emulator.url, not_found_grace_seconds=0.5)
+    )
     payload = wait_inline(fast_trigger(["msgbatch_doesnotexist000000000"]))
     assert payload["status"] == "error"
-    assert "was not found (404)" in payload["message"]
+    assert "msgbatch_doesnotexist000000000 was not found (404) for more than" in payload["message"]
+    assert "another workspace or base URL" in payload["message"]
 
 
 def test_on_kill_cancels_unfinished_batches(client, claude_conn, claude_emulator):

@@ -4,64 +4,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import weakref
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cached_property
 from typing import Any
 
 import anthropic
+import httpx2
 from airflow.sdk import BaseHook
 from anthropic.types import Message
 from anthropic.types.messages import MessageBatch
 
+from airflow_provider_claude_batch.budget import Priority, call_priority
+from airflow_provider_claude_batch.hooks.api_errors import (
+    api_error_message,
+    describe_api_error,
+    retry_after_seconds,
+    retry_delay,
+)
+from airflow_provider_claude_batch.hooks.budgeted import budgeted_async_http_client, budgeted_http_client
+from airflow_provider_claude_batch.hooks.settings import ClientSettings, settings_from_connection
 from airflow_provider_claude_batch.requests import PreparedRequests
 
-DEFAULT_MODEL = "claude-sonnet-4-6"
-DEFAULT_TIMEOUT_SECONDS = 600.0
-DEFAULT_MAX_RETRIES = 2
 RESULTS_CHUNK_BYTES = 256 * 1024
 # A create is attempted at least this many times (more if the connection allows more retries).
 CREATE_ATTEMPTS = 4
-
-
-def _mask(secret: str) -> None:
-    """Register ``secret`` with Airflow's log masker (so it never reaches a log line)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - Airflow < 3.1 layouts
-        return
-    mask_secret(secret)
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    """Everything needed to build an Anthropic client; ``api_key`` never leaves this object."""
-
-    api_key: str | None
-    base_url: str | None
-    timeout: float
-    max_retries: int
-    default_model: str
-    workspace_id: str | None = None
-
-    def __repr__(self) -> str:  # never print the key, even in a debugger or a traceback
-        return (
-            f"ClientSettings(base_url={self.base_url!r}, timeout={self.timeout}, "
-            f"max_retries={self.max_retries}, default_model={self.default_model!r}, api_key=***)"
-        )
-
-    def client_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"timeout": self.timeout, "max_retries": self.max_retries}
-        if self.api_key:
-            kwargs["api_key"] = self.api_key
-        if self.base_url:
-            kwargs["base_url"] = self.base_url
-        if self.workspace_id:
-            kwargs["default_headers"] = {"anthropic-workspace-id": self.workspace_id}
-        return kwargs
+LIST_PAGE_LIMIT = 1000
+# Every batch ends within 24 hours of its creation: older ones hold nothing in the processing queue.
+QUEUE_HORIZON_SECONDS = 24 * 3600.0
 
 
 class NotSet:
@@ -73,6 +45,17 @@ NOT_SET = NotSet()
 
 class BatchCreateError(RuntimeError):
     """A batch could not be created, and no batch was created on its behalf."""
+
+
+class BatchQueueFullError(BatchCreateError):
+    """The API kept answering 429 to a create: no batch was created; waiting lets it through.
+
+    :param retry_after: the API's last ``retry-after`` hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 # Triggers for the same connection share one async client per event loop: a triggerer running a
@@ -117,25 +100,7 @@ class ClaudeHook(BaseHook):
         self._max_retries_override = max_retries
 
     def _settings_from(self, conn: Any) -> ClientSettings:
-        extras = conn.extra_dejson
-        api_key = conn.password or os.environ.get("ANTHROPIC_API_KEY") or None
-        if api_key:
-            _mask(api_key)
-        timeout = self._timeout_override or float(extras.get("timeout") or DEFAULT_TIMEOUT_SECONDS)
-        max_retries = self._max_retries_override
-        if max_retries is None:
-            max_retries = int(extras.get("max_retries", DEFAULT_MAX_RETRIES))
-        base_url = conn.host or None
-        if base_url and "://" not in base_url:
-            base_url = f"{conn.schema or 'https'}://{base_url}" + (f":{conn.port}" if conn.port else "")
-        return ClientSettings(
-            api_key=api_key,
-            base_url=base_url,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_model=extras.get("model") or DEFAULT_MODEL,
-            workspace_id=extras.get("workspace_id") or None,
-        )
+        return settings_from_connection(conn, timeout=self._timeout_override, max_retries=self._max_retries_override)
 
     @cached_property
     def settings(self) -> ClientSettings:
@@ -158,7 +123,8 @@ class ClaudeHook(BaseHook):
 
     @cached_property
     def _client(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(**self.settings.client_kwargs())
+        settings = self.settings
+        return anthropic.Anthropic(**settings.client_kwargs(), http_client=budgeted_http_client(settings.budget))
 
     async def get_async_conn(self, max_retries: int | None = None) -> anthropic.AsyncAnthropic:
         """The asynchronous client, shared by every hook with the same settings on this event loop.
@@ -172,7 +138,9 @@ class ClaudeHook(BaseHook):
         per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
         client = per_loop.get(settings)
         if client is None:
-            client = per_loop[settings] = anthropic.AsyncAnthropic(**settings.client_kwargs())
+            client = per_loop[settings] = anthropic.AsyncAnthropic(
+                **settings.client_kwargs(), http_client=budgeted_async_http_client(settings.budget)
+            )
         return client
 
     def test_connection(self) -> tuple[bool, str]:
@@ -187,10 +155,12 @@ class ClaudeHook(BaseHook):
             where = self.settings.base_url or "https://api.anthropic.com"
             return False, f"Could not reach {where}: {type(error).__name__}."
         except anthropic.APIStatusError as error:
-            return False, f"The API answered {error.status_code}: {_error_message(error)}"
+            return False, f"The API answered {error.status_code}: {api_error_message(error)}"
         return True, f"Connected to {self.settings.base_url or 'https://api.anthropic.com'}."
 
     # -- Message Batches -------------------------------------------------------------------
+    # Every call below draws from the connection's request budget (see budget.py); the ones a task
+    # is blocked on (create, results, cancel) go before status refreshes.
 
     def create_batch(
         self,
@@ -207,12 +177,21 @@ class ClaudeHook(BaseHook):
         request count is adopted rather than paid for again. Landing then checks that the results
         carry exactly the custom ids submitted, so a mistaken adoption can never pass silently.
 
+        A create the API keeps refusing with 429 raises :class:`BatchQueueFullError` (nothing was
+        created): the workspace's processing queue is full, or its rate limit is spent elsewhere.
+
         :param prepared: the validated, serialised requests of one batch.
         :param known_batch_ids: batches this task already owns, never mistaken for the lost one.
         :param marker: the newest batch id before the first send (looked up here when not given).
         """
         if prepared.count == 0:
             raise ValueError("create_batch needs at least one request")
+        with call_priority(Priority.WORK):
+            return self._create_batch(prepared, known_batch_ids, marker)
+
+    def _create_batch(
+        self, prepared: PreparedRequests, known_batch_ids: Collection[str], marker: str | NotSet | None
+    ) -> MessageBatch:
         client = self.get_conn().with_options(max_retries=0)
         if isinstance(marker, NotSet):
             marker = self.newest_batch_id()
@@ -226,14 +205,14 @@ class ClaudeHook(BaseHook):
                         "The create of a %d-request batch failed (%s), but batch %s with that many "
                         "requests was created meanwhile; using it instead of submitting again.",
                         prepared.count,
-                        _describe(last_error),
+                        describe_api_error(last_error),
                         adopted.id,
                     )
                     return adopted
-                delay = _retry_delay(last_error, attempt)
+                delay = retry_delay(last_error, attempt)
                 self.log.warning(
                     "Creating the batch failed (%s) and no batch was created; retrying in %.1fs.",
-                    _describe(last_error),
+                    describe_api_error(last_error),
                     delay,
                 )
                 time.sleep(delay)
@@ -251,14 +230,21 @@ class ClaudeHook(BaseHook):
                 )
             except _UNCERTAIN_CREATE_ERRORS as error:
                 last_error = error
+        if isinstance(last_error, anthropic.RateLimitError):
+            raise BatchQueueFullError(
+                f"The API refused the create of a {prepared.count}-request batch {attempts} times with 429 "
+                f"({describe_api_error(last_error)}); no batch was created for it.",
+                retry_after=retry_after_seconds(last_error),
+            ) from last_error
         raise BatchCreateError(
-            f"Could not create the batch after {attempts} attempts ({_describe(last_error)}); "
+            f"Could not create the batch after {attempts} attempts ({describe_api_error(last_error)}); "
             "no batch was created for it. Retry the task once the API is reachable."
         ) from last_error
 
     def newest_batch_id(self) -> str | None:
         """The most recently created batch of the workspace: the marker a create is compared against."""
-        page = self.get_conn().messages.batches.list(limit=1)
+        with call_priority(Priority.WORK):
+            page = self.get_conn().messages.batches.list(limit=1)
         return page.data[0].id if page.data else None
 
     def find_created_batch(
@@ -272,31 +258,101 @@ class ClaudeHook(BaseHook):
         :param after: the newest batch id seen before the create was sent (None: there was none).
         :param exclude: batch ids that are known and therefore not the lost one.
         """
-        for batch in self.get_conn().messages.batches.list(limit=100):
-            if batch.id == after:
-                return None
-            if batch.id not in exclude and _total_requests(batch) == request_count:
-                return batch
+        with call_priority(Priority.WORK):
+            for batch in self.get_conn().messages.batches.list(limit=100):
+                if batch.id == after:
+                    return None
+                if batch.id not in exclude and _total_requests(batch) == request_count:
+                    return batch
         return None
+
+    def queued_requests(self, horizon_seconds: float = QUEUE_HORIZON_SECONDS) -> int:
+        """Requests still waiting in the workspace's processing queue: those of its unended batches.
+
+        Batches end within 24 hours, so listing stops at the first batch older than ``horizon_seconds``.
+        """
+        cutoff = time.time() - horizon_seconds
+        waiting = 0
+        with call_priority(Priority.WORK):
+            for batch in self.get_conn().messages.batches.list(limit=LIST_PAGE_LIMIT):
+                if batch.created_at.timestamp() < cutoff:
+                    break
+                if batch.processing_status != "ended":
+                    waiting += batch.request_counts.processing
+        return waiting
+
+    def list_batches_json(self, after_id: str | None = None) -> dict[str, Any]:
+        """One ``list`` page (newest first, 1,000 batches) as the API's plain JSON: no SDK model is built."""
+        query: dict[str, Any] = {"limit": LIST_PAGE_LIMIT}
+        if after_id is not None:
+            query["after_id"] = after_id
+        return self.get_conn().messages.batches.with_raw_response.list(**query).http_response.json()
+
+    def retrieve_batch_json(self, batch_id: str) -> dict[str, Any]:
+        """One batch as the API's plain JSON (a status look that builds no SDK model)."""
+        return self.get_conn().messages.batches.with_raw_response.retrieve(batch_id).http_response.json()
 
     def retrieve_batch(self, batch_id: str) -> MessageBatch:
         return self.get_conn().messages.batches.retrieve(batch_id)
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
-        return self.get_conn().messages.batches.cancel(batch_id)
+        with call_priority(Priority.WORK):
+            return self.get_conn().messages.batches.cancel(batch_id)
 
     def delete_batch(self, batch_id: str) -> None:
-        self.get_conn().messages.batches.delete(batch_id)
+        with call_priority(Priority.WORK):
+            self.get_conn().messages.batches.delete(batch_id)
 
     def list_batches(self, limit: int = 20) -> Iterator[MessageBatch]:
         """Batches of this workspace, newest first, fetched page by page as they are consumed."""
         return iter(self.get_conn().messages.batches.list(limit=limit))
 
     @contextlib.contextmanager
-    def stream_results(self, batch_id: str) -> Iterator[Iterator[bytes]]:
-        """The results JSONL of an ended batch as raw byte chunks, never held whole in memory."""
-        with self.get_conn().messages.batches.with_streaming_response.results(batch_id) as response:
+    def stream_results(
+        self, batch_id: str, results_url: str | None = None, created_at: float | None = None
+    ) -> Iterator[Iterator[bytes]]:
+        """The results JSONL of an ended batch as raw byte chunks, never held whole in memory.
+
+        A 404 within the connection's ``not_found_grace_seconds`` of the batch's creation is the API's
+        propagation delay (anthropic-sdk-python#1432): the download is tried again until the window
+        closes; after it, the 404 is raised.
+
+        :param batch_id: the ended batch.
+        :param results_url: its ``results_url`` when already known (from the status that showed it
+            ended): the download then costs one call, not the SDK's two (it retrieves the batch first).
+        :param created_at: when the batch was created (epoch seconds), for the grace window; unknown,
+            a 404 is raised at once.
+        """
+        grace_ends = (created_at or 0.0) + self.settings.not_found_grace_seconds
+        delay = 1.0
+        while True:
+            try:
+                response = self._open_results(batch_id, results_url)
+                break
+            except anthropic.NotFoundError:
+                if time.time() + delay > grace_ends:
+                    raise
+                self.log.info(
+                    "The results of batch %s answer 404 moments after its creation (the API's propagation "
+                    "delay); trying again in %.0fs.",
+                    batch_id,
+                    delay,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        try:
             yield response.iter_bytes(RESULTS_CHUNK_BYTES)
+        finally:
+            response.close()
+
+    def _open_results(self, batch_id: str, results_url: str | None) -> Any:
+        with call_priority(Priority.WORK):
+            client = self.get_conn()
+            if results_url is None:
+                return client.messages.batches.with_raw_response.results(batch_id)
+            return client.get(
+                results_url, cast_to=httpx2.Response, options={"headers": {"Accept": "application/binary"}}, stream=True
+            )
 
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
         client = await self.get_async_conn()
@@ -304,7 +360,8 @@ class ClaudeHook(BaseHook):
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.get_async_conn()
-        return await client.messages.batches.cancel(batch_id)
+        with call_priority(Priority.WORK):
+            return await client.messages.batches.cancel(batch_id)
 
     # -- Messages API ----------------------------------------------------------------------
 
@@ -323,43 +380,3 @@ async def _aget_connection(conn_id: str) -> Any:
 def _total_requests(batch: MessageBatch) -> int:
     counts = batch.request_counts
     return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
-
-
-def _error_message(error: anthropic.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return error.message
-
-
-def _describe(error: Exception | None) -> str:
-    if isinstance(error, anthropic.APIStatusError):
-        return f"HTTP {error.status_code}: {_error_message(error)}"
-    return type(error).__name__ if error is not None else "unknown error"
-
-
-def api_error_summary(error: BaseException) -> str:
-    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data."""
-    if isinstance(error, anthropic.APIStatusError):
-        return f"HTTP {error.status_code} {type(error).__name__}"
-    return type(error).__name__
-
-
-def retry_after_seconds(error: BaseException | None) -> float | None:
-    """The server's ``retry-after`` hint of an API error, in seconds, when it gives a usable one."""
-    if isinstance(error, anthropic.APIStatusError):
-        header = error.response.headers.get("retry-after")
-        if header:
-            with contextlib.suppress(ValueError):
-                return float(header)
-    return None
-
-
-def _retry_delay(error: Exception | None, attempt: int) -> float:
-    """The server's ``retry-after`` when it gives one (bounded), else exponential backoff."""
-    hint = retry_after_seconds(error)
-    if hint is not None:
-        return min(max(hint, 0.0), 60.0)
-    return min(0.5 * 2 ** (attempt - 1), 8.0)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
-from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL, ClaudeHook
+from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.hooks.settings import DEFAULT_MODEL
 from airflow_provider_claude_batch.metrics import emit_landed_metrics
 from airflow_provider_claude_batch.pricing import TokenUsage, cost_of
 from airflow_provider_claude_batch.requests import (

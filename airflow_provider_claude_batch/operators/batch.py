@@ -3,61 +3,57 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anthropic
-import httpx2
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
 except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
-from airflow_provider_claude_batch.landing import land_results, merge_round
+from airflow_provider_claude_batch.lifecycle import (
+    CreatePart,
+    LandRound,
+    PlanNextRound,
+    SubmissionLifecycle,
+    WaitForBatches,
+    WaitForCapacity,
+)
 from airflow_provider_claude_batch.links import ClaudeBatchLink
-from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator, ClaudeTaskError
+from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator
+from airflow_provider_claude_batch.operators.batch_run import (
+    RESULT_STREAM_ERRORS,
+    BatchRun,
+    ClaudeBatchError,
+    first_created,
+    part_limit,
+    results_urls,
+)
 from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
     DEFAULT_WAIT_TIMEOUT,
 )
-from airflow_provider_claude_batch.results import ResultRow, ResultTally, is_transient
 from airflow_provider_claude_batch.routing import Workload
-from airflow_provider_claude_batch.submission import (
-    RECORD_FILE,
-    PartRecord,
-    RecordStore,
-    RoundRecord,
-    SubmissionRecord,
-    now_iso,
-)
+from airflow_provider_claude_batch.submission import RECORD_FILE, RecordStore, SubmissionRecord, utc_now
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger, wait_inline
+from airflow_provider_claude_batch.triggers.capacity import ClaudeQueueCapacityTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
+    from airflow.triggers.base import BaseTrigger
 
     from airflow_provider_claude_batch.requests import PreparedRequests
+
+__all__ = ["RESULT_STREAM_ERRORS", "ClaudeBatchError", "ClaudeBatchOperator", "ClaudeRoutingError"]
 
 # The defer timeout exceeds the trigger's own deadline so the trigger's clean "timeout" event wins.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=5)
 # After cancelling on timeout, how long to wait for the batches to end so their completed requests land.
 CANCEL_GRACE = timedelta(minutes=10)
-# A results stream cut mid-way surfaces as one of these; landing fetches it again.
-RESULT_STREAM_ERRORS = (anthropic.APIConnectionError, anthropic.InternalServerError, httpx2.TransportError)
-
-
-@dataclass
-class _RoundLanding:
-    tally: ResultTally
-    custom_ids: set[str]  # requests that failed transiently: candidates for a follow-up round
-    landed: int
-
-
-class ClaudeBatchError(ClaudeTaskError):
-    """A batch task failed; the message says why and where its results are."""
 
 
 class ClaudeRoutingError(ClaudeBatchError, AirflowFailException):
@@ -147,6 +143,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self.timeout = timeout
         self.cancel_on_kill = cancel_on_kill
         self._submitted: list[str] = []
+        self._results_urls: dict[str, str] = {}
 
     def execute(self, context: Context) -> dict[str, Any]:
         # Checked before and after reading the requests: what the DAG says needs no network, and
@@ -156,26 +153,108 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self._check_route(prepared)
         folder = self.results_folder(context)
         store = self._record_store(context, folder)
-        record = self._attach_or_submit(prepared, store, context)
-        if not self.wait_for_completion:
-            return {"batch_ids": record.batch_ids, "batch_id": record.batch_ids[0], "request_count": prepared.count}
-        return self._wait(context, record.batch_ids, record)
+        lifecycle = self._attach_or_begin(prepared, store, context, folder)
+        return self._advance(context, self._run(context, prepared, folder, store, lifecycle))
 
-    # -- submission: never pay twice ------------------------------------------------------
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after a wait (for batches to end, or for room in the queue) and carry on."""
+        if not event or "status" not in event:
+            raise ClaudeBatchError(f"The batch wait ended without a usable event: {event!r}")
+        batch_ids: list[str] = list(event.get("batch_ids") or [])
+        self._submitted = batch_ids
+        if event["status"] == "error":
+            raise ClaudeBatchError(f"{event.get('message')} Batch ids: {', '.join(batch_ids)}.")
+        run = self._resume(context, batch_ids)
+        now = utc_now()
+        if event["status"] == "capacity":
+            self.log.info("%s Trying the refused create again.", event.get("message"))
+            run.lifecycle.capacity_may_have_freed(now)
+        elif event["status"] == "timeout":
+            return self._time_out(run, batch_ids, str(event.get("message")))
+        else:
+            self._results_urls.update(results_urls(event))
+            step = run.lifecycle.next_step(now)
+            if isinstance(step, WaitForBatches):
+                run.lifecycle.ended(step.round, now)
+        run.store.save(run.lifecycle.record)
+        return self._advance(context, run)
+
+    # -- the I/O shell around the lifecycle -------------------------------------------------
+
+    def _advance(self, context: Context, run: BatchRun) -> dict[str, Any]:
+        """Perform the lifecycle's steps until the task must wait, or is done."""
+        while True:
+            step = run.lifecycle.next_step(utc_now())
+            if isinstance(step, CreatePart):
+                run.create_part(step)
+                self._submitted = run.record.current.batch_ids
+            elif isinstance(step, WaitForCapacity):
+                return self._wait_for_capacity(context, run, step)
+            elif isinstance(step, WaitForBatches):
+                if not self.wait_for_completion and step.round == 0:
+                    ids = run.record.batch_ids
+                    return {"batch_ids": ids, "batch_id": ids[0], "request_count": run.prepared.count}
+                return self._wait(context, run, step.batch_ids)
+            elif isinstance(step, LandRound):
+                run.land_round(step)
+            elif isinstance(step, PlanNextRound):
+                run.plan_next_round(retry_rounds=self.retry_rounds, min_round_window=self.min_round_window)
+            else:
+                return self.finish(run.folder, run.final_tally(), route="batch", extra=run.manifest_extra())
+
+    def _run(
+        self,
+        context: Context,
+        prepared: PreparedRequests,
+        folder: ObjectStoragePath,
+        store: RecordStore,
+        lifecycle: SubmissionLifecycle,
+    ) -> BatchRun:
+        return BatchRun(
+            prepared=prepared,
+            folder=folder,
+            store=store,
+            lifecycle=lifecycle,
+            hook=self.hook,
+            log=self.log,
+            row_transform=self.row_transform(),
+            announce=lambda batch_ids: self._push_ids(context, batch_ids),
+            results_urls=self._results_urls,
+        )
+
+    def _resume(self, context: Context, batch_ids: list[str]) -> BatchRun:
+        folder = self.results_folder(context)
+        store = self._record_store(context, folder)
+        record = store.load()
+        if record is None:
+            raise ClaudeBatchError(
+                f"No submission record for batch(es) {', '.join(batch_ids) or '(none yet)'} in {store.describe()}; "
+                "it is written before any batch is created, so it was deleted. Re-run the task."
+            )
+        prepared = self.prepare()
+        if prepared.fingerprint() != record.fingerprint:
+            raise ClaudeBatchError(
+                "The input changed while its submission was in progress (fingerprint "
+                f"{record.fingerprint[:12]} -> {prepared.fingerprint()[:12]}); the requests must not change until "
+                "the task ends. Re-run the task to replace the submission."
+            )
+        return self._run(context, prepared, folder, store, SubmissionLifecycle(record))
 
     def _record_store(self, context: Context, folder: ObjectStoragePath) -> RecordStore:
         # Airflow 3.3+ keeps task state across retries; the file beside the results serves older
         # versions and humans, and survives a cleared task whose state store was wiped.
         return RecordStore(context.get("task_state_store"), folder / RECORD_FILE)
 
-    def _attach_or_submit(self, prepared: PreparedRequests, store: RecordStore, context: Context) -> SubmissionRecord:
-        """Re-attach to what an earlier attempt submitted for this input, or submit it now."""
+    def _attach_or_begin(
+        self, prepared: PreparedRequests, store: RecordStore, context: Context, folder: ObjectStoragePath
+    ) -> SubmissionLifecycle:
+        """Re-attach to what an earlier attempt submitted for this input, or begin a new submission."""
         fingerprint = prepared.fingerprint()
-        parts = prepared.split()
         record = store.load()
         if record is not None and record.fingerprint == fingerprint:
-            known = record.batch_ids
-            if record.complete:
+            lifecycle = SubmissionLifecycle(record)
+            known = record.all_batch_ids()
+            if record.rounds[0].submitted:
                 self.log.info(
                     "Re-attaching to batch(es) %s submitted by an earlier attempt for the same input "
                     "(fingerprint %s): nothing is submitted or paid for again.",
@@ -187,25 +266,25 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             if known:
                 # XCom is wiped at the start of every try: tell downstream tasks and the UI again.
                 self._push_ids(context, known)
-        else:
-            if record is not None:
-                self._replace_stale(record, fingerprint)
-            record = SubmissionRecord(
-                fingerprint=fingerprint,
-                request_count=prepared.count,
-                parts=[PartRecord(i, part.count, part.body_size) for i, part in enumerate(parts)],
-                deadline_at=(datetime.now(timezone.utc) + self.timeout).isoformat(),
-            )
+            if not (folder / RESULTS_FILE).exists():
+                lifecycle.relanding()
             store.save(record)
-            if len(parts) > 1:
-                self.log.info(
-                    "%d requests (%s bytes) exceed one batch's limits; submitting them as %d batches.",
-                    prepared.count,
-                    f"{prepared.body_size:,}",
-                    len(parts),
-                )
-        self._submit_missing_parts(parts, record, store, context)
-        return record
+            return lifecycle
+        if record is not None:
+            self._replace_stale(record, fingerprint)
+        parts = prepared.split(max_requests=part_limit(self.hook))
+        lifecycle = SubmissionLifecycle.begin(
+            fingerprint, [(part.count, part.body_size) for part in parts], utc_now(), self.timeout
+        )
+        store.save(lifecycle.record)
+        if len(parts) > 1:
+            self.log.info(
+                "%d requests (%s bytes) exceed one batch's limits; submitting them as %d batches.",
+                prepared.count,
+                f"{prepared.body_size:,}",
+                len(parts),
+            )
+        return lifecycle
 
     def _replace_stale(self, record: SubmissionRecord, fingerprint: str) -> None:
         stale = record.all_batch_ids()
@@ -224,70 +303,6 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         )
         self._cancel(stale, reason="its input changed", force=True)
 
-    def _submit_missing_parts(
-        self, parts: list[PreparedRequests], record: SubmissionRecord, store: RecordStore, context: Context
-    ) -> None:
-        for part_record, part in zip(record.parts, parts, strict=True):
-            if part_record.batch_id:
-                continue
-            batch_id = self._create_once(part, part_record, record, store)
-            # Kept current so a kill during a multi-part submission cancels what already exists.
-            self._submitted = list(record.batch_ids)
-            self._announce(context, record.batch_ids, batch_id, part.count)
-        self._submitted = list(record.batch_ids)
-
-    def _create_once(
-        self,
-        part: PreparedRequests,
-        part_record: PartRecord | RoundRecord,
-        record: SubmissionRecord,
-        store: RecordStore,
-    ) -> str:
-        """Create one batch, recording the intent first so no later attempt can pay for it twice."""
-        hook = self.hook
-        known = record.all_batch_ids()
-        if part_record.intent_at:
-            adopted = hook.find_created_batch(part.count, after=part_record.marker, exclude=known)
-            if adopted is not None:
-                self.log.warning(
-                    "An earlier attempt sent the create for %d request(s) at %s without recording its answer; "
-                    "batch %s, created since with that many requests, is that create: adopting it instead of "
-                    "submitting again (its results are checked against these requests when they land).",
-                    part.count,
-                    part_record.intent_at,
-                    adopted.id,
-                )
-                return self._record_created(record, part_record, part, adopted.id, store)
-            self.log.info(
-                "An earlier attempt sent a create at %s but no batch with %d request(s) was created since; "
-                "submitting it now.",
-                part_record.intent_at,
-                part.count,
-            )
-        part_record.intent_at = now_iso()
-        part_record.marker = hook.newest_batch_id()
-        store.save(record)
-        batch = hook.create_batch(part, known_batch_ids=known, marker=part_record.marker)
-        return self._record_created(record, part_record, part, batch.id, store)
-
-    @staticmethod
-    def _record_created(
-        record: SubmissionRecord,
-        part_record: PartRecord | RoundRecord,
-        part: PreparedRequests,
-        batch_id: str,
-        store: RecordStore,
-    ) -> str:
-        part_record.record_batch(batch_id)
-        record.id_digests[batch_id] = part.id_digest()
-        store.save(record)
-        return batch_id
-
-    def _announce(self, context: Context, batch_ids: list[str], batch_id: str, count: int) -> None:
-        # Pushed before anything else can fail, so a lost task never loses track of its batch.
-        self._push_ids(context, batch_ids)
-        self.log.info("Submitted Claude batch %s with %d request(s).", batch_id, count)
-
     def _push_ids(self, context: Context, batch_ids: list[str]) -> None:
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
         context["ti"].xcom_push(key="batch_ids", value=list(batch_ids))
@@ -295,8 +310,10 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         link = ClaudeBatchLink()
         context["ti"].xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=context["ti"]))
 
-    def _wait(self, context: Context, batch_ids: list[str], record: SubmissionRecord) -> dict[str, Any]:
+    def _wait(self, context: Context, run: BatchRun, batch_ids: list[str]) -> dict[str, Any]:
         """Wait for ``batch_ids`` (deferred by default), then resume in :meth:`execute_complete`."""
+        record = run.lifecycle.record
+        self._submitted = list(batch_ids)
         trigger = ClaudeBatchTrigger(
             batch_ids=list(batch_ids),
             claude_conn_id=self.claude_conn_id,
@@ -304,9 +321,32 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             min_poll_interval=self.min_poll_interval,
             max_poll_interval=self.max_poll_interval,
             cancel_on_kill=self.cancel_on_kill,
+            submitted_at=first_created(record, batch_ids),
         )
+        return self._defer_or_wait(context, trigger, record.deadline())
+
+    def _wait_for_capacity(self, context: Context, run: BatchRun, step: WaitForCapacity) -> dict[str, Any]:
+        record = run.lifecycle.record
+        if step.until >= record.deadline():
+            return self._time_out(
+                run,
+                step.watching,
+                f"The workspace's processing queue stayed full until the task's deadline ({record.deadline_at}); "
+                f"part {step.part + 1} of round {step.round} was never submitted (nothing was paid for it).",
+            )
+        trigger = ClaudeQueueCapacityTrigger(
+            batch_ids=step.watching,
+            wake_at=step.until.timestamp(),
+            claude_conn_id=self.claude_conn_id,
+            min_poll_interval=self.min_poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            submitted_at=first_created(record, step.watching),
+        )
+        return self._defer_or_wait(context, trigger, step.until)
+
+    def _defer_or_wait(self, context: Context, trigger: BaseTrigger, until: datetime) -> dict[str, Any]:
         if self.deferrable:
-            remaining = max(record.deadline() - datetime.now(timezone.utc), timedelta(0))
+            remaining = max(until - utc_now(), timedelta(0))
             self.defer(trigger=trigger, method_name="execute_complete", timeout=remaining + DEFER_TIMEOUT_MARGIN)
         return self.execute_complete(context, wait_inline(trigger))
 
@@ -318,163 +358,26 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         if decision is not None:
             raise ClaudeRoutingError(f"{refusal_message(self, decision, prepared)} Nothing was submitted.")
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after a wait: land that round's results, then re-run transient failures or finish."""
-        if not event or "status" not in event:
-            raise ClaudeBatchError(f"The batch wait ended without a usable event: {event!r}")
-        batch_ids: list[str] = list(event.get("batch_ids") or [])
-        self._submitted = batch_ids
-        if event["status"] == "error":
-            raise ClaudeBatchError(f"{event.get('message')} Batch ids: {', '.join(batch_ids)}.")
-        folder = self.results_folder(context)
-        store = self._record_store(context, folder)
-        record = store.load()
-        if record is None:
+    # -- timeouts and kills ---------------------------------------------------------------
+
+    def _time_out(self, run: BatchRun, batch_ids: list[str], message: str) -> dict[str, Any]:
+        """Past the deadline: cancel what runs, land what completed, and fail."""
+        if batch_ids and not self.cancel_on_kill:
             raise ClaudeBatchError(
-                f"No submission record for batch(es) {', '.join(batch_ids)} in {store.describe()}; "
-                "it is written before any batch is created, so it was deleted. Re-run the task."
+                f"{message} They were left running (cancel_on_kill=False); their results were not landed."
             )
-        round_number = record.round_of(batch_ids)
-        timed_out = event["status"] == "timeout"
-        if timed_out:
-            if not self.cancel_on_kill:
-                raise ClaudeBatchError(
-                    f"{event.get('message')} They were left running (cancel_on_kill=False); their results were "
-                    "not landed."
-                )
+        landed = 0
+        step = run.lifecycle.next_step(utc_now())
+        if batch_ids:
             self._cancel(batch_ids, reason="it did not end before the task's timeout")
             self._await_end(batch_ids)
-        retry = self._land_round(folder, batch_ids, round_number, record, store)
-        if timed_out:
-            raise ClaudeBatchError(
-                f"{event.get('message')} They were cancelled; the {retry.landed} result(s) of requests that "
-                f"completed, and the canceled ones, are in {folder / RESULTS_FILE}."
-            )
-        next_round = record.round(round_number + 1)
-        if next_round is not None and next_round.batch_ids:
-            self.log.info("Re-attaching to follow-up round %d: batch(es) %s.", next_round.round, next_round.batch_ids)
-            return self._wait(context, next_round.batch_ids, record)
-        if retry.custom_ids and self._round_allowed(record, round_number + 1, len(retry.custom_ids)):
-            batch_ids = self._submit_round(record, store, round_number + 1, retry.custom_ids, context)
-            return self._wait(context, batch_ids, record)
-        return self._finish_submission(folder, record, store, retry.tally)
-
-    def _check_ids(
-        self, record: SubmissionRecord, store: RecordStore, landed: dict[str, str], where: ObjectStoragePath
-    ) -> None:
-        """Each batch's results must carry exactly the custom ids that were submitted in it."""
-        for batch_id, digest in landed.items():
-            expected = record.id_digests.get(batch_id)
-            if expected is not None and expected != digest:
-                record.forget(batch_id)
-                store.save(record)
-                raise ClaudeBatchError(
-                    f"The results of batch {batch_id} do not carry the custom ids submitted in it. It was adopted "
-                    "after a create whose answer was lost, and another job of this workspace must have submitted "
-                    f"a batch of the same size at that moment. Its rows are in {where}; do not use them. Re-run "
-                    "the task: the record will submit the requests again."
-                )
-
-    def _land_round(
-        self,
-        folder: ObjectStoragePath,
-        batch_ids: list[str],
-        round_number: int,
-        record: SubmissionRecord,
-        store: RecordStore,
-    ) -> _RoundLanding:
-        """Land one round: the first into the results file, a follow-up merged over the rows it re-ran."""
-        validate = self.row_transform()
-        retry: set[str] = set()
-
-        def inspect(row: ResultRow) -> ResultRow:
-            if validate is not None:
-                row = validate(row)
-            if is_transient(row):
-                retry.add(row.custom_id)
-            return row
-
-        results_path = folder / RESULTS_FILE
-        target = results_path if round_number == 0 else folder / f"results.round{round_number}.jsonl"
-        report = land_results(
-            batch_ids,
-            self.hook.stream_results,
-            target,
-            transient_errors=RESULT_STREAM_ERRORS,
-            unavailable_errors=(anthropic.NotFoundError,),
-            transform=inspect,
+            round_number = step.round if isinstance(step, (WaitForBatches, WaitForCapacity)) else 0
+            run.lifecycle.ended(round_number, utc_now())
+            landed = run.land_round(LandRound(round_number, batch_ids)).total
+        raise ClaudeBatchError(
+            f"{message} They were cancelled; the {landed} result(s) of requests that completed, and the "
+            f"canceled ones, are in {run.folder / RESULTS_FILE}."
         )
-        landed = report.tally.total
-        self._check_ids(record, store, report.id_digest_by_batch, target)
-        if report.stream_retries:
-            self.log.warning(
-                "The results stream broke %d time(s); no row was lost or written twice.", report.stream_retries
-            )
-        tally = report.tally if round_number == 0 else merge_round(results_path, target)
-        return _RoundLanding(tally=tally, custom_ids=retry, landed=landed)
-
-    def _round_allowed(self, record: SubmissionRecord, round_number: int, count: int) -> bool:
-        if round_number > self.retry_rounds:
-            self.log.info(
-                "%d request(s) failed transiently, but all %d follow-up round(s) are used; reporting them.",
-                count,
-                self.retry_rounds,
-            )
-            return False
-        left = record.deadline() - datetime.now(timezone.utc)
-        if left < self.min_round_window:
-            self.log.info(
-                "%d request(s) failed transiently, but only %s is left before the task's deadline (a round needs "
-                "min_round_window=%s); reporting them instead of re-running.",
-                count,
-                left,
-                self.min_round_window,
-            )
-            return False
-        return True
-
-    def _submit_round(
-        self, record: SubmissionRecord, store: RecordStore, round_number: int, custom_ids: set[str], context: Context
-    ) -> list[str]:
-        """Re-submit the requests that failed transiently (expired, overloaded, ...) in a follow-up batch."""
-        subset = self.prepare().subset(custom_ids)
-        if subset.count != len(custom_ids):
-            raise ClaudeBatchError(
-                f"{len(custom_ids) - subset.count} request(s) to re-run are no longer in the input; the input "
-                "must not change between rounds."
-            )
-        self.log.info(
-            "Round %d: re-running %d request(s) that expired or failed transiently in a follow-up batch.",
-            round_number,
-            subset.count,
-        )
-        round_record = RoundRecord(round=round_number, custom_ids_count=subset.count)
-        record.rounds.append(round_record)
-        store.save(record)
-        for part in subset.split():
-            self._create_once(part, round_record, record, store)
-            self._submitted = list(round_record.batch_ids)
-        context["ti"].xcom_push(key="batch_ids", value=record.all_batch_ids())
-        return list(round_record.batch_ids)
-
-    def _finish_submission(
-        self, folder: ObjectStoragePath, record: SubmissionRecord, store: RecordStore, tally: ResultTally
-    ) -> dict[str, Any]:
-        record.landed_at = now_iso()
-        store.save(record)
-        extra = {
-            "batch_id": record.batch_ids[0] if record.batch_ids else None,
-            "batch_ids": record.all_batch_ids(),
-            "fingerprint": record.fingerprint,
-            "rounds": [
-                {"round": 0, "batch_ids": record.batch_ids, "requests": record.request_count},
-                *(
-                    {"round": item.round, "batch_ids": item.batch_ids, "requests": item.custom_ids_count}
-                    for item in record.rounds
-                ),
-            ],
-        }
-        return self.finish(folder, tally, route="batch", extra=extra)
 
     def _await_end(self, batch_ids: list[str]) -> None:
         """After a cancel, wait (bounded) for the batches to end so completed requests can land."""
@@ -493,6 +396,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                 f"Batch(es) {', '.join(batch_ids)} were cancelled but had not ended {CANCEL_GRACE} later "
                 f"({event.get('message')}); their results can be landed by re-running the task."
             )
+        self._results_urls.update(results_urls(event))
 
     def on_kill(self) -> None:
         """Cancel in-flight batches when a running (non-deferred) task is killed."""

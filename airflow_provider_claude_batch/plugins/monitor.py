@@ -141,7 +141,7 @@ class BatchStatusCache:
         try:
             return Lookup(self.retrieve(conn_id, batch_id), None, self.clock())
         except Exception as error:  # shown in the row: one bad batch must not break the page
-            from airflow_provider_claude_batch.hooks.claude import api_error_summary
+            from airflow_provider_claude_batch.hooks.api_errors import api_error_summary
 
             return Lookup(None, f"Could not read batch {batch_id}: {api_error_summary(error)}", self.clock())
 

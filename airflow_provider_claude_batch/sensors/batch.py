@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.hooks.poller import refresh_statuses
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
@@ -66,6 +67,7 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self.min_poll_interval = min_poll_interval
         self.max_poll_interval = max_poll_interval
+        self._first_poke: float | None = None
 
     def _ids(self) -> list[str]:
         ids = [self.batch_ids] if isinstance(self.batch_ids, str) else list(self.batch_ids or [])
@@ -91,13 +93,26 @@ class ClaudeBatchSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> bool | PokeReturnValue:
-        hook = ClaudeHook(self.claude_conn_id)
-        snapshots = [BatchSnapshot.from_batch(hook.retrieve_batch(batch_id)) for batch_id in self._ids()]
-        for snapshot in snapshots:
-            self.log.info("Claude %s", snapshot.describe())
-        if not all(snapshot.ended for snapshot in snapshots):
+        # One refresh for every batch (a list page, retrieve for the rest), as the shared poller does.
+        seen = refresh_statuses(ClaudeHook(self.claude_conn_id), self._ids(), self._first_poke_hints())
+        snapshots = []
+        for look in seen.values():
+            if look.snapshot is not None:
+                self.log.info("Claude %s", look.snapshot.describe())
+                snapshots.append(look.snapshot)
+            elif look.pending:
+                self.log.info("%s Still waiting.", look.message)
+            else:
+                raise ClaudeBatchSensorError(f"Waiting for Claude batches failed: {look.message}")
+        if len(snapshots) < len(seen) or not all(snapshot.ended for snapshot in snapshots):
             return False
         return PokeReturnValue(is_done=True, xcom_value=self._outcome(snapshots))
+
+    def _first_poke_hints(self) -> dict[str, float]:
+        """The 404 grace window of batches never seen counts from this sensor's first poke."""
+        if self._first_poke is None:
+            self._first_poke = time.time()
+        return dict.fromkeys(self._ids(), self._first_poke)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or event.get("status") != "ended":

@@ -4,69 +4,35 @@ from __future__ import annotations
 
 import asyncio
 import time
-import weakref
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import anthropic
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_claude_batch.hooks.claude import ClaudeHook, api_error_summary, retry_after_seconds
+from airflow_provider_claude_batch.hooks.api_errors import api_error_summary
+from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+from airflow_provider_claude_batch.hooks.poller import Watch, shared_poller
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
     BatchSnapshot,
-    backoff_delay,
-    elapsed_since,
     format_seconds,
-    next_poll_delay,
     seconds_until,
 )
 
-# Answers that say "not now" rather than "never": keep waiting through them.
-TRANSIENT_API_ERRORS = (
-    anthropic.APIConnectionError,
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,
-    anthropic.RequestTimeoutError,
-    anthropic.ConflictError,
-)
 DEFAULT_PROGRESS_LOG_SECONDS = 600.0
-# A batch not yet seen is treated as brand new, so it is polled at the shortest interval.
-_NO_AGE = timedelta(0)
-# Status calls in flight at once per event loop (all triggers of a triggerer share them). Without a
-# bound, a thousand triggers polling together open a thousand connections, and the HTTP pool scans
-# every one of them for every request: measured in benchmarks/, that stalled the triggerer's event
-# loop for ~200 ms at 200 triggers. A few slots keep the pool small and the loop responsive.
-# The connection lookup that starts each trigger takes a slot too: a triggerer (re)starting with a
-# thousand triggers would otherwise run a thousand lookups in one turn of the loop.
-POLLS_IN_FLIGHT = 16
-_poll_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def _slot() -> asyncio.Semaphore:
-    """This event loop's status-call slots (a semaphore belongs to one loop)."""
-    loop = asyncio.get_running_loop()
-    slots = _poll_slots.get(loop)
-    if slots is None:
-        slots = _poll_slots[loop] = asyncio.Semaphore(POLLS_IN_FLIGHT)
-    return slots
-
-
-async def _retrieve(client: anthropic.AsyncAnthropic, batch_id: str) -> Any:
-    """One status call, in a free slot of this event loop."""
-    async with _slot():
-        return await client.messages.batches.retrieve(batch_id)
 
 
 class ClaudeBatchTrigger(BaseTrigger):
-    """Poll one or more Message Batches until all have ended, then fire exactly one event.
+    """Wait for one or more Message Batches until all have ended, then fire exactly one event.
 
-    The trigger never submits anything, keeps only plain values (it may be re-instantiated on
-    another triggerer at any time, and ``end_time`` is absolute so the deadline survives that),
-    and uses the asynchronous client natively: no thread per poll, one client per connection
-    shared by every trigger in the triggerer.
+    The trigger never submits anything and keeps only plain values (it may be re-instantiated on
+    another triggerer at any time, and ``end_time`` is absolute so the deadline survives that). It
+    does not poll on its own: it registers its batches with the status poller its connection shares
+    with every other trigger of the event loop (:mod:`~airflow_provider_claude_batch.hooks.poller`),
+    which refreshes them all with a call or two a cycle, within the connection's request budget.
 
     The event payload carries everything the task needs to resume: ``status`` (``ended``,
     ``timeout`` or ``error``), ``batch_ids``, one snapshot per batch under ``batches``, a
@@ -80,6 +46,8 @@ class ClaudeBatchTrigger(BaseTrigger):
     :param cancel_on_kill: cancel the unfinished batches when a user kills the deferred task
         (Airflow 3.3+ calls :meth:`on_kill` on mark-failed, mark-success and clear).
     :param progress_log_interval: seconds between the quieter "still waiting" log lines.
+    :param submitted_at: POSIX timestamp of the batches' creation, when the submitter knows it: a 404
+        within the connection's ``not_found_grace_seconds`` of it is the API's propagation delay.
     """
 
     def __init__(
@@ -91,6 +59,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
         cancel_on_kill: bool = True,
         progress_log_interval: float = DEFAULT_PROGRESS_LOG_SECONDS,
+        submitted_at: float | None = None,
     ) -> None:
         super().__init__()
         if not batch_ids:
@@ -107,6 +76,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         self.max_poll_interval = float(max_poll_interval)
         self.cancel_on_kill = cancel_on_kill
         self.progress_log_interval = float(progress_log_interval)
+        self.submitted_at = submitted_at
         self._unfinished: list[str] = list(batch_ids)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -120,75 +90,65 @@ class ClaudeBatchTrigger(BaseTrigger):
                 "max_poll_interval": self.max_poll_interval,
                 "cancel_on_kill": self.cancel_on_kill,
                 "progress_log_interval": self.progress_log_interval,
+                "submitted_at": self.submitted_at,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        async with _slot():
-            client = await ClaudeHook(self.claude_conn_id).get_async_conn(max_retries=0)
-        snapshots: dict[str, BatchSnapshot] = {}
+        poller = await shared_poller(ClaudeHook(self.claude_conn_id))
+        async with poller.watch(
+            self.batch_ids,
+            min_interval=self.min_poll_interval,
+            max_interval=self.max_poll_interval,
+            created_hint=self.submitted_at,
+        ) as watch:
+            event = await self._wait(watch)
+        yield event
+
+    async def _wait(self, watch: Watch) -> TriggerEvent:
+        """Follow ``watch`` until its batches end, one fails, or the deadline passes."""
         logged: dict[str, tuple[Any, ...]] = {}
-        delay = self.min_poll_interval
-        polls = 0
+        not_visible_logged: set[str] = set()
         started = time.monotonic()
         last_periodic_log = started
         while True:
-            polls += 1
-            answers = await asyncio.gather(
-                *(_retrieve(client, batch_id) for batch_id in self._unfinished),
-                return_exceptions=True,
-            )
-            transient: Exception | None = None
-            for batch_id, answer in zip(self._unfinished, answers, strict=True):
-                if isinstance(answer, TRANSIENT_API_ERRORS):
-                    transient = answer
-                    continue
-                if isinstance(answer, BaseException):
-                    yield self._event("error", snapshots, polls, _permanent_error_message(batch_id, answer))
-                    return
-                snapshot = BatchSnapshot.from_batch(answer)
-                snapshots[batch_id] = snapshot
+            snapshots = watch.snapshots()
+            for batch_id, snapshot in snapshots.items():
                 if logged.get(batch_id) != snapshot.progress_key():
                     logged[batch_id] = snapshot.progress_key()
                     self.log.info("Claude %s", snapshot.describe())
-            self._unfinished = [b for b in self.batch_ids if b not in snapshots or not snapshots[b].ended]
+            for batch_id in set(watch.not_visible_yet()) - not_visible_logged:
+                not_visible_logged.add(batch_id)
+                self.log.info(
+                    "Claude batch %s answers 404 moments after its creation: the API's propagation delay "
+                    "(it becomes visible shortly); still waiting.",
+                    batch_id,
+                )
+            self._unfinished = watch.unfinished()
+            error = watch.error()
+            if error is not None:
+                return self._event("error", snapshots, watch.cycles, error)
             if not self._unfinished:
-                yield self._event("ended", snapshots, polls, f"All {len(self.batch_ids)} batch(es) ended.")
-                return
+                return self._event("ended", snapshots, watch.cycles, f"All {len(self.batch_ids)} batch(es) ended.")
             now = time.time()
-            if self.end_time is not None and now >= self.end_time:
-                yield self._event(
+            # Past the deadline, one look is still owed: a trigger resumed late may find everything ended.
+            looked = watch.cycles > 0 or now >= (self.end_time or now) + self.max_poll_interval
+            if self.end_time is not None and now >= self.end_time and looked:
+                return self._event(
                     "timeout",
                     snapshots,
-                    polls,
+                    watch.cycles,
                     f"Gave up waiting: {len(self._unfinished)} batch(es) still running at the task's "
                     f"deadline ({', '.join(self._unfinished)}).",
                 )
-                return
-            if transient is not None:
-                hint = retry_after_seconds(transient)
-                delay = backoff_delay(delay, self.min_poll_interval, self.max_poll_interval, hint)
-                self.log.warning(
-                    "Polling Claude batches failed transiently (%s); still waiting, next look in %s.",
-                    api_error_summary(transient),
-                    format_seconds(delay),
-                )
-            else:
-                delay = self._adaptive_delay(snapshots)
             if time.monotonic() - last_periodic_log >= self.progress_log_interval:
                 last_periodic_log = time.monotonic()
                 self.log.info("%s", self._waiting_line(snapshots, time.monotonic() - started))
+            timeout = self.progress_log_interval - (time.monotonic() - last_periodic_log)
             if self.end_time is not None:
-                delay = min(delay, max(self.end_time - now, 0.0))
-            await asyncio.sleep(delay)
-
-    def _adaptive_delay(self, snapshots: dict[str, BatchSnapshot]) -> float:
-        """Poll as often as the youngest unfinished batch deserves."""
-        now = datetime.now(timezone.utc)
-        elapsed = min(
-            elapsed_since(snapshots[b].created_at if b in snapshots else None, now, _NO_AGE) for b in self._unfinished
-        )
-        return next_poll_delay(elapsed, self.min_poll_interval, self.max_poll_interval)
+                left = self.end_time - now
+                timeout = min(timeout, left if left > 0 else self.min_poll_interval)
+            await watch.changed(timeout)
 
     def _waiting_line(self, snapshots: dict[str, BatchSnapshot], waited: float) -> str:
         now = datetime.now(timezone.utc)
@@ -216,28 +176,17 @@ class ClaudeBatchTrigger(BaseTrigger):
         if not self.cancel_on_kill:
             self.log.info("Task killed; leaving batches %s running (cancel_on_kill=False).", self._unfinished)
             return
-        client = await ClaudeHook(self.claude_conn_id).get_async_conn()
+        hook = ClaudeHook(self.claude_conn_id)
         for batch_id in self._unfinished:
             try:
-                await client.messages.batches.cancel(batch_id)
+                await hook.acancel_batch(batch_id)
                 self.log.info("Task killed; cancelled Claude batch %s.", batch_id)
             except anthropic.APIError as error:
                 reason = api_error_summary(error)
                 self.log.warning("Task killed; could not cancel Claude batch %s: %s", batch_id, reason)
 
 
-def _permanent_error_message(batch_id: str, error: BaseException) -> str:
-    if isinstance(error, anthropic.NotFoundError):
-        return (
-            f"Batch {batch_id} was not found (404): it was deleted, or the connection points at another "
-            "workspace or base URL than the one that created it."
-        )
-    if isinstance(error, anthropic.AuthenticationError):
-        return f"The API key was rejected (401) while waiting for batch {batch_id}; check the connection."
-    return f"Waiting for batch {batch_id} failed: {api_error_summary(error)}: {error}"
-
-
-def wait_inline(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
+def wait_inline(trigger: BaseTrigger) -> dict[str, Any]:
     """Run ``trigger`` to its single event in this process (the non-deferrable path).
 
     Waiting in a worker and waiting in the triggerer are then one implementation, not two.
@@ -246,6 +195,6 @@ def wait_inline(trigger: ClaudeBatchTrigger) -> dict[str, Any]:
     async def first_event() -> dict[str, Any]:
         async for event in trigger.run():
             return event.payload
-        raise RuntimeError("ClaudeBatchTrigger ended without an event")
+        raise RuntimeError(f"{type(trigger).__name__} ended without an event")
 
     return asyncio.run(first_event())
