@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .responder import hash_int
+from .responder.hashing import hash_int
 
 __all__ = [
     "ERROR_TYPE_BY_STATUS",
