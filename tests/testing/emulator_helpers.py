@@ -7,6 +7,8 @@ import time
 from typing import Any
 
 import anthropic
+import httpx2
+import pytest
 
 from airflow_provider_claude_batch.testing.emulator import EmulatorServer
 
@@ -48,3 +50,12 @@ async def async_wait_ended(api: anthropic.AsyncAnthropic, batch_id: str, timeout
 
 def results_by_id(api: anthropic.Anthropic, batch_id: str) -> dict[str, Any]:
     return {row.custom_id: row.result for row in api.messages.batches.results(batch_id)}
+
+
+def download_is_cut(api: anthropic.Anthropic, batch_id: str) -> None:
+    """Download the batch's results and check that the emulator cut the stream (the SDK raises)."""
+    with (
+        api.messages.batches.with_streaming_response.results(batch_id) as response,
+        pytest.raises(httpx2.HTTPError),
+    ):
+        response.read()
