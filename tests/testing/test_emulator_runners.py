@@ -80,7 +80,22 @@ def test_cli_starts_answers_and_stops_on_sigterm():
     script = shutil.which("claude-batch", path=str(Path(sys.executable).parent))
     command = [script] if script else [sys.executable, "-m", "airflow_provider_claude_batch.cli"]
     process = subprocess.Popen(
-        [*command, "emulator", "--port", str(port), "--processing-seconds", "1"],
+        [
+            *command,
+            "emulator",
+            "--port",
+            str(port),
+            "--processing-seconds",
+            "1",
+            "--rate-limit-rpm",
+            "50",
+            "--rate-limit-window-seconds",
+            "30",
+            "--max-queued-requests",
+            "1000",
+            "--propagation-delay-seconds",
+            "4",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -91,7 +106,13 @@ def test_cli_starts_answers_and_stops_on_sigterm():
         assert process.stdout is not None
         assert url in process.stdout.readline()
         EmulatorClient(url).wait_until_ready(timeout=10)
-        assert EmulatorClient(url).state()["config"]["processing_seconds"] == 1
+        config = EmulatorClient(url).state()["config"]
+        assert config["processing_seconds"] == 1
+        assert (config["rate_limit_rpm"], config["rate_limit_window_seconds"]) == (50, 30)
+        assert (config["max_queued_requests"], config["propagation_delay_seconds"]) == (1000, 4)
+        banner = [process.stdout.readline() for _ in range(6)]
+        assert "  limit:      50 batch API calls per 30 s\n" in banner
+        assert "  limit:      new batches answer 404 for 4 s\n" in banner
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

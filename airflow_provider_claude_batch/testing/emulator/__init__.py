@@ -26,7 +26,8 @@ its parts sit together under it instead of scattered through ``testing/``. One c
 * :mod:`.client`: :class:`EmulatorClient`, for an emulator in another process.
 
 What the emulator answers comes from :mod:`..responder`; configured outcomes and HTTP faults,
-the per-call misbehaviour, from :mod:`..faults`, where limits on calls belong too.
+the per-call misbehaviour, from :mod:`..faults`; the Message Batches API's fleet limits (rolling
+rate limit, processing-queue cap, propagation delay) from :mod:`..limits`.
 """
 
 from __future__ import annotations

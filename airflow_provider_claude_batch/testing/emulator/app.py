@@ -1,7 +1,8 @@
 """The ASGI app: the ``/v1`` routes of the Message Batches, Messages and Models APIs, and the ``/_emulator`` admin.
 
-Every API route is wrapped the same way (:func:`_api_route`): call counting, auth, then fault
-injection, the per-call checks the service makes before any handler runs.
+Every API route is wrapped the same way (:func:`_api_route`): auth and call counting, the rolling
+rate limit of the batch endpoints, then fault injection, the per-call checks the service makes
+before any handler runs.
 """
 
 from __future__ import annotations
@@ -49,15 +50,20 @@ _MODELS = (
 Handler = Callable[[Request, "FaultRule | None"], Awaitable[Response]]
 
 
-def _api_route(state: EmulatorState, method: str, template: str, handler: Handler, *, rows: bool = False) -> Route:
-    """Wrap an API handler with call counting, auth and fault injection (in that order)."""
+def _api_route(
+    state: EmulatorState, method: str, template: str, handler: Handler, *, rows: bool, batch_endpoint: bool
+) -> Route:
+    """Wrap an API handler with the checks made before it runs: auth, the rolling rate limit, faults.
+
+    That order is the service's: a caller is identified before its calls are counted against its
+    limit, and a call refused at the door reaches no server that could fail it.
+    """
     key = f"{method} {template}"
 
     async def endpoint(request: Request) -> Response:
-        state.count_call(key)
         try:
-            state.check_auth(request.headers)
-            fault = state.pick_fault(method, request.url.path, streams_rows=rows)
+            request.state.rate_limit_stamp = state.admit(key, request.headers, batch_endpoint=batch_endpoint)
+            fault = state.pick_fault(method, request.url.path, request.url.query, streams_rows=rows)
             if fault is not None and fault.delay_seconds:
                 await asyncio.sleep(fault.delay_seconds)
             immediate = fault is not None and not fault.store and fault.cut_after_rows is None
@@ -85,7 +91,7 @@ def _api_routes(state: EmulatorState) -> list[Route]:
 
     async def create(request: Request, fault: FaultRule | None) -> Response:
         payload = await read_json(request, state.config.max_body_bytes)
-        return JSONResponse(state.create_batch(payload, base_url(request)))
+        return JSONResponse(state.create_batch(payload, base_url(request), request.state.rate_limit_stamp))
 
     async def list_(request: Request, fault: FaultRule | None) -> Response:
         return JSONResponse(state.list_batches(request.query_params, base_url(request)))
@@ -127,19 +133,23 @@ def _api_routes(state: EmulatorState) -> list[Route]:
             raise ApiError(404, "not_found_error", f"model: {model_id}")
         return JSONResponse(_model_json(model_id, name))
 
-    table: list[tuple[str, str, Handler, bool]] = [
-        ("POST", "/v1/messages/batches", create, False),
-        ("GET", "/v1/messages/batches", list_, False),
-        ("GET", "/v1/messages/batches/{message_batch_id}", retrieve, False),
-        ("POST", "/v1/messages/batches/{message_batch_id}/cancel", cancel, False),
-        ("DELETE", "/v1/messages/batches/{message_batch_id}", delete, False),
-        ("GET", "/v1/messages/batches/{message_batch_id}/results", results, True),
-        ("POST", "/v1/messages", messages, False),
-        ("POST", "/v1/messages/count_tokens", count_tokens, False),
-        ("GET", "/v1/models", models, False),
-        ("GET", "/v1/models/{model_id}", model, False),
+    # method, path, handler, streams rows, draws from the Message Batches API's rate limit
+    table: list[tuple[str, str, Handler, bool, bool]] = [
+        ("POST", "/v1/messages/batches", create, False, True),
+        ("GET", "/v1/messages/batches", list_, False, True),
+        ("GET", "/v1/messages/batches/{message_batch_id}", retrieve, False, True),
+        ("POST", "/v1/messages/batches/{message_batch_id}/cancel", cancel, False, True),
+        ("DELETE", "/v1/messages/batches/{message_batch_id}", delete, False, True),
+        ("GET", "/v1/messages/batches/{message_batch_id}/results", results, True, True),
+        ("POST", "/v1/messages", messages, False, False),
+        ("POST", "/v1/messages/count_tokens", count_tokens, False, False),
+        ("GET", "/v1/models", models, False, False),
+        ("GET", "/v1/models/{model_id}", model, False, False),
     ]
-    return [_api_route(state, method, path, handler, rows=rows) for method, path, handler, rows in table]
+    return [
+        _api_route(state, method, path, handler, rows=rows, batch_endpoint=batch)
+        for method, path, handler, rows, batch in table
+    ]
 
 
 def _model_json(model_id: str, name: str) -> dict[str, Any]:

@@ -38,6 +38,17 @@ class EmulatorConfig(BaseModel):
     seed: int | None = None
     expires_after_seconds: float | None = Field(None, gt=0, description="Override of 86400/time_scale.")
     archive_after_seconds: float | None = Field(None, gt=0, description="Override of 29 d/time_scale.")
+    # The fleet limits (see ..limits): all off by default.
+    rate_limit_rpm: int | None = Field(
+        None, ge=1, description="Calls allowed per rolling window across every batch endpoint; None: no limit."
+    )
+    rate_limit_window_seconds: float = Field(60.0, gt=0, description="The rolling window of rate_limit_rpm.")
+    max_queued_requests: int | None = Field(
+        None, ge=1, description="Most requests processing in unended batches; a create above it gets 429."
+    )
+    propagation_delay_seconds: float = Field(
+        0.0, ge=0, description="Seconds after its create in which a batch answers 404 on retrieve and results."
+    )
 
     @property
     def expiry_delta(self) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..faults import FaultInjector, FaultRule
+from ..limits import Refusal, RollingWindow, is_propagating, queue_refusal
 from ..responder.hashing import BASE62
 from ..responder.message import generate_message
 from ..responder.params import deep_params_error, shallow_params_error
@@ -24,7 +25,9 @@ from .results import result_chunks
 from .validation import parse_limit, validate_create
 from .wire import ApiError, base62, invalid, iso, not_found, random_id
 
-__all__ = ["EmulatorState"]
+__all__ = ["CREATE_ROUTE", "EmulatorState"]
+
+CREATE_ROUTE = "POST /v1/messages/batches"
 
 
 class EmulatorState:
@@ -42,6 +45,9 @@ class EmulatorState:
         self.batches: dict[str, Batch] = {}
         self._order: list[str] = []
         self.calls: Counter[str] = Counter()
+        self.rate_limited = 0
+        self.queue_refused = 0
+        self._window = RollingWindow()
         self._seen: Counter[str] = Counter()
         self.cache = PromptCache()
         self.injector = FaultInjector(list(self.config.faults), self.config.seed)
@@ -86,11 +92,13 @@ class EmulatorState:
             now = self.now()
             batches = [self._batch_summary(advance(b, now, self.cache)) for b in self.batches.values()]
             return {
-                "create_calls": self.calls["POST /v1/messages/batches"],
+                "create_calls": self.calls[CREATE_ROUTE],
                 "messages_calls": self.calls["POST /v1/messages"],
                 "faults_injected": self.faults_injected,
                 "batch_count": len(batches),
                 "calls": dict(self.calls),
+                "rate_limited": self.rate_limited,
+                "queue_refused": self.queue_refused,
                 "batches": batches,
                 "now": iso(now),
                 "config": self.config.model_dump(mode="json"),
@@ -111,11 +119,31 @@ class EmulatorState:
 
     # ---- per-call hooks ---------------------------------------------------------------------
 
-    def count_call(self, key: str) -> None:
-        with self.lock:
-            self.calls[key] += 1
+    def admit(self, route: str, headers: Mapping[str, str], *, batch_endpoint: bool) -> float | None:
+        """Let a call in, as the API's front door does: auth first, then the rolling rate limit.
 
-    def check_auth(self, headers: Mapping[str, str]) -> None:
+        A call refused for the rate limit counts only in ``rate_limited``: it is not in ``calls`` (so
+        a refused create is no create) and takes no slot. Returns the stamp of the slot the call
+        took in the window (None if it took none), which a create refused for a full queue gives back.
+        """
+        with self.lock:
+            try:
+                self._check_auth(headers)
+            except ApiError:
+                self.calls[route] += 1
+                raise
+            limit = self.config.rate_limit_rpm
+            stamp = None
+            if batch_endpoint and limit is not None:
+                stamp = self.now()
+                refusal = self._window.admit(stamp, limit, self.config.rate_limit_window_seconds)
+                if refusal is not None:
+                    self.rate_limited += 1
+                    raise _rate_limit_error(refusal)
+            self.calls[route] += 1
+            return stamp
+
+    def _check_auth(self, headers: Mapping[str, str]) -> None:
         """``x-api-key`` or ``Authorization: Bearer``; any key unless the config pins one."""
         key = headers.get("x-api-key")
         auth = headers.get("authorization", "")
@@ -130,9 +158,9 @@ class EmulatorState:
         if self.config.api_key is not None and key != self.config.api_key:
             raise ApiError(401, "authentication_error", "invalid x-api-key")
 
-    def pick_fault(self, method: str, path: str, *, streams_rows: bool) -> FaultRule | None:
+    def pick_fault(self, method: str, path: str, query: str = "", *, streams_rows: bool) -> FaultRule | None:
         with self.lock:
-            return self.injector.pick(method, path, streams_rows=streams_rows)
+            return self.injector.pick(method, path, query, streams_rows=streams_rows)
 
     # ---- batches ------------------------------------------------------------------------------
 
@@ -142,11 +170,17 @@ class EmulatorState:
         self._last_stamp = stamp
         return "msgbatch_01" + base62(stamp, 10) + "".join(random.choices(BASE62, k=12))
 
-    def create_batch(self, payload: Any, base_url: str) -> dict[str, Any]:
-        """Validate like the real create call, store the batch, return it (``in_progress``)."""
+    def create_batch(self, payload: Any, base_url: str, admitted: float | None = None) -> dict[str, Any]:
+        """Validate like the real create call, check the processing queue, store the batch (``in_progress``).
+
+        :param admitted: the rate-limit slot :meth:`admit` gave the call; a create refused for a full
+            queue gives it back and leaves ``calls``, as a refused call counts for nothing.
+        """
         with self.lock:
             config = self.config
             requests = validate_create(payload, config.max_requests_per_batch)
+            if config.max_queued_requests is not None:
+                self._check_queue(len(requests), config.max_queued_requests, admitted)
             custom_ids = [r["custom_id"] for r in requests]
             occurrences = []
             for cid in custom_ids:
@@ -164,15 +198,33 @@ class EmulatorState:
             self._order.append(batch.id)
             return batch_json(batch, base_url)
 
-    def _get(self, batch_id: str) -> Batch:
+    def _check_queue(self, adding: int, cap: int, admitted: float | None) -> None:
+        now = self.now()
+        processing = [
+            (batch.end_time(), len(batch.custom_ids))
+            for batch in self.batches.values()
+            if batch.ended is None and advance(batch, now, self.cache).ended is None
+        ]
+        refusal = queue_refusal(adding, processing, cap, now)
+        if refusal is None:
+            return
+        self.queue_refused += 1
+        self.calls[CREATE_ROUTE] -= 1
+        if admitted is not None:
+            self._window.release(admitted)
+        raise _rate_limit_error(refusal)
+
+    def _get(self, batch_id: str, *, propagated: bool = False) -> Batch:
+        """The batch, advanced to now. ``propagated``: also 404 while it is too new to be seen (#1432)."""
         batch = self.batches.get(batch_id)
-        if batch is None:
+        now = self.now()
+        if batch is None or (propagated and is_propagating(batch.created, batch.config.propagation_delay_seconds, now)):
             raise not_found(batch_id)
-        return advance(batch, self.now(), self.cache)
+        return advance(batch, now, self.cache)
 
     def retrieve_batch(self, batch_id: str, base_url: str) -> dict[str, Any]:
         with self.lock:
-            return batch_json(self._get(batch_id), base_url, self.now())
+            return batch_json(self._get(batch_id, propagated=True), base_url, self.now())
 
     def list_batches(self, query: Mapping[str, str], base_url: str) -> dict[str, Any]:
         """Newest first, cursor pagination compatible with the SDK's ``SyncPage``/``AsyncPage``."""
@@ -216,7 +268,7 @@ class EmulatorState:
         """The ended, non-archived batch whose results may be streamed (else the API's error)."""
         with self.lock:
             now = self.now()
-            batch = self._get(batch_id)
+            batch = self._get(batch_id, propagated=True)
             if batch.ended is None:
                 raise invalid(
                     f"Message Batch {batch_id} has not finished processing (processing_status: "
@@ -254,6 +306,10 @@ class EmulatorState:
         if problem is not None:
             raise invalid(problem)
         return {"input_tokens": input_token_count(payload)}
+
+
+def _rate_limit_error(refusal: Refusal) -> ApiError:
+    return ApiError(429, "rate_limit_error", refusal.message, refusal.headers())
 
 
 def _page(order: list[str], limit: int, after_id: str | None, before_id: str | None) -> tuple[list[str], bool]:
