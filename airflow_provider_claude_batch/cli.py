@@ -12,6 +12,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_claude_batch.testing.emulator import EmulatorConfig
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -25,7 +29,35 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float, help="divides the 24 h expiry and 29 d archival windows")
     parser.add_argument("--api-key", help="accept only this API key (default: any non-empty key)")
     parser.add_argument("--seed", type=int, help="seed for fault injection and random rates")
+    fleet = parser.add_argument_group("fleet limits of the Message Batches API (all off by default)")
+    fleet.add_argument(
+        "--rate-limit-rpm", type=int, metavar="N", help="calls per rolling window across every batch endpoint"
+    )
+    fleet.add_argument(
+        "--rate-limit-window-seconds", type=float, metavar="S", help="the rolling window of --rate-limit-rpm (60)"
+    )
+    fleet.add_argument(
+        "--max-queued-requests", type=int, metavar="N", help="processing-queue cap: a create above it gets 429"
+    )
+    fleet.add_argument(
+        "--propagation-delay-seconds",
+        type=float,
+        metavar="S",
+        help="a new batch answers 404 on retrieve and results for this long",
+    )
     parser.add_argument("--config", metavar="FILE.json", help="JSON file with any EmulatorConfig fields")
+
+
+def _fleet_limits(config: EmulatorConfig) -> list[str]:
+    """The fleet limits an emulator config turns on, in words (for the startup banner)."""
+    limits = []
+    if config.rate_limit_rpm is not None:
+        limits.append(f"{config.rate_limit_rpm} batch API calls per {config.rate_limit_window_seconds:g} s")
+    if config.max_queued_requests is not None:
+        limits.append(f"at most {config.max_queued_requests:,} requests queued in unended batches")
+    if config.propagation_delay_seconds:
+        limits.append(f"new batches answer 404 for {config.propagation_delay_seconds:g} s")
+    return limits
 
 
 def run_emulator_command(args: argparse.Namespace) -> int:
@@ -39,6 +71,10 @@ def run_emulator_command(args: argparse.Namespace) -> int:
         time_scale=args.time_scale,
         api_key=args.api_key,
         seed=args.seed,
+        rate_limit_rpm=args.rate_limit_rpm,
+        rate_limit_window_seconds=args.rate_limit_window_seconds,
+        max_queued_requests=args.max_queued_requests,
+        propagation_delay_seconds=args.propagation_delay_seconds,
     )
 
     def announce(url: str) -> None:
@@ -50,6 +86,8 @@ def run_emulator_command(args: argparse.Namespace) -> int:
             "  Airflow:    export AIRFLOW_CONN_CLAUDE_DEFAULT="
             f'\'{{"conn_type": "claude", "password": "{key}", "host": "{url}"}}\''
         )
+        for limit in _fleet_limits(config):
+            print(f"  limit:      {limit}")
         print(
             f"  batches end after {config.processing_seconds:g} s; press Ctrl-C to stop.",
             flush=True,

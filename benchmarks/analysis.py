@@ -24,6 +24,7 @@ CONTENDER_LABELS = {
     "official": "official (providers-anthropic)",
     "common_ai": "common-ai (providers-common-ai)",
     "raw": "raw floor (SDK raw HTTP)",
+    "emulator": "emulator (claude-batch emulator)",
 }
 ANCHORS = ("official", "common_ai", "raw")
 DAY = 86_400.0
@@ -515,6 +516,28 @@ def _worker_table(worker: dict[str, Any]) -> list[str]:
     return ["### 4. Worker time per batch (derived from scenarios 1 and 2)", "", *_table(headers, table)]
 
 
+def _emulator_table(emulator: dict[str, Any]) -> list[str]:
+    params = emulator["params"]
+    title = (
+        f"### 5. Emulator: accept {params['count']:,} requests and serve their results, {params['reps']} repetitions"
+    )
+    table = []
+    for key, row in emulator["rows"].items():
+        table.append(
+            [
+                _label(key),
+                _cell(row, "create_s"),
+                _cell(row, "render_s"),
+                _fmt(median(row, "render_rows_per_s"), 0),
+                _cell(row, "replay_s"),
+                _fmt(median(row, "replay_rows_per_s"), 0),
+                _cell(row, "wall_s"),
+            ]
+        )
+    headers = ["contender", "create s", "first download s", "rows/s", "replayed download s", "rows/s", "wall s"]
+    return [title, "", *_table(headers, table)]
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The results as Markdown: one table per scenario, then the targets."""
     scenarios = results["scenarios"]
@@ -534,6 +557,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _polling_text(scenarios["polling_24h"])
     if scenarios.get("worker_time", {}).get("entries"):
         lines += _worker_table(scenarios["worker_time"])
+    if scenarios.get("emulator", {}).get("rows"):
+        lines += _emulator_table(scenarios["emulator"])
     targets = results.get("targets") or []
     if targets:
         table = [

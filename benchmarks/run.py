@@ -53,7 +53,7 @@ class Config:
     poll_interval: float = 5.0
     batch_seconds: float = 20.0
     jobs: int = 1
-    scenarios: tuple[str, ...] = ("submit", "land", "wait")
+    scenarios: tuple[str, ...] = ("submit", "land", "wait", "emulator")
 
 
 QUICK = Config(
@@ -270,6 +270,20 @@ def run_wait(runner: Runner, k: int) -> dict[str, Any]:
     }
 
 
+def run_emulator_throughput(runner: Runner) -> dict[str, Any]:
+    config = runner.config
+    count = min(config.requests, MAX_REQUESTS_PER_BATCH)
+    print(f"5. emulator: accept {count:,} requests and serve their results x {config.reps}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {"emulator": []}
+    for rep in range(config.reps):
+        runner.emulator.reset(processing_seconds=0)  # one at a time: the emulator is what is measured
+        figures = runner.child("emulator", "emulator", {"count": count, "label": f"rep {rep + 1}"})
+        if figures:
+            runs["emulator"].append(figures)
+    runner.emulator.reset()
+    return {"params": {"count": count, "reps": config.reps}, "rows": _rows(runs)}
+
+
 # -- machine and output ---------------------------------------------------------------------------
 
 
@@ -328,9 +342,11 @@ def child_env(url: str, home: Path) -> dict[str, str]:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run, about a minute)")
-    parser.add_argument("--only", help="comma-separated scenarios to run: submit,land,wait")
-    parser.add_argument("--requests", type=int, help="requests submitted / results landed (default 100000)")
-    parser.add_argument("--reps", type=int, help="repetitions of submit and land (default 3)")
+    parser.add_argument("--only", help="comma-separated scenarios to run: submit,land,wait,emulator")
+    parser.add_argument(
+        "--requests", type=int, help="requests submitted / results landed / served by the emulator (default 100000)"
+    )
+    parser.add_argument("--reps", type=int, help="repetitions of submit, land and emulator (default 3)")
     parser.add_argument("--land-sizes", help="extra result counts landed by ours (default 10000,250000)")
     parser.add_argument("--ks", help="concurrent deferred batches (default 200,1000)")
     parser.add_argument("--wait-reps", type=int, help="repetitions of each wait run (default 1)")
@@ -387,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             if "wait" in config.scenarios:
                 for k in config.ks:
                     scenarios[f"wait_k{k}"] = run_wait(runner, k)
+            if "emulator" in config.scenarios:
+                scenarios["emulator"] = run_emulator_throughput(runner)
             errors = runner.errors
     scenarios["polling_24h"] = analysis.polling_analysis()
     wait_keys = sorted((k for k in scenarios if k.startswith("wait_k")), key=lambda k: int(k[6:]))

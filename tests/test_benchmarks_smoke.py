@@ -39,7 +39,8 @@ def test_quick_run_reports_every_scenario_and_contender(tmp_path: Path) -> None:
     for key in waits:
         expected = {"ours", "official", "common_ai"} | ({"ours_frozen"} if key == waits[-1] else set())
         assert set(scenarios[key]["rows"]) == expected
-    for name in ("submit", "land", *waits):
+    assert set(scenarios["emulator"]["rows"]) == {"emulator"}
+    for name in ("submit", "land", *waits, "emulator"):
         for row in scenarios[name]["rows"].values():
             assert row["reps"] >= 1
             assert "wall_s" in row["summary"]

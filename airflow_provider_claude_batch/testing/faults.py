@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .responder import hash_int
+from .responder.hashing import hash_int
 
 __all__ = [
     "ERROR_TYPE_BY_STATUS",
@@ -102,6 +102,9 @@ class FaultRule(BaseModel):
 
     method: Literal["GET", "POST", "DELETE"] | None = None
     path: str | None = Field(default=None, description="Regular expression, must match the whole path.")
+    query: str | None = Field(
+        default=None, description="Regular expression searched in the query string (e.g. 'limit=1000')."
+    )
     status: int | None = Field(default=None, ge=400, le=599)
     rate: float | None = Field(default=None, ge=0, le=1)
     count: int | None = Field(default=None, ge=1)
@@ -112,7 +115,7 @@ class FaultRule(BaseModel):
     message: str | None = None
     delay_seconds: float = Field(default=0.0, ge=0)
 
-    @field_validator("path")
+    @field_validator("path", "query")
     @classmethod
     def _valid_regex(cls, value: str | None) -> str | None:
         return None if value is None else _compiles(value)
@@ -125,9 +128,15 @@ class FaultRule(BaseModel):
             raise ValueError("give either 'rate' or 'count', not both")
         return self
 
-    def matches(self, method: str, path: str) -> bool:
-        """Method and full-path match (``re.fullmatch``, so ``/v1/messages/batches`` is create only)."""
+    def matches(self, method: str, path: str, query: str = "") -> bool:
+        """Method, full path (``re.fullmatch``, so ``/v1/messages/batches`` is create/list only) and query.
+
+        The query is searched (``re.search``): its parameters come in any order, and the poller's
+        ``limit=1000`` must be told apart from the ``limit=1`` marker call without spelling out the rest.
+        """
         if self.method is not None and self.method != method:
+            return False
+        if self.query is not None and re.search(self.query, query) is None:
             return False
         return self.path is None or re.fullmatch(self.path, path) is not None
 
@@ -154,7 +163,7 @@ class FaultInjector:
         self._rng = random.Random(seed)
         self.injected = 0
 
-    def pick(self, method: str, path: str, *, streams_rows: bool) -> FaultRule | None:
+    def pick(self, method: str, path: str, query: str = "", *, streams_rows: bool) -> FaultRule | None:
         """The first rule that fires for this call, consuming its budget; None if none fires.
 
         Cut rules only make sense where rows are streamed, so they are skipped elsewhere.
@@ -162,7 +171,7 @@ class FaultInjector:
         for index, rule in enumerate(self._rules):
             if rule.cut_after_rows is not None and not streams_rows:
                 continue
-            if not rule.matches(method, path) or not self._fires(index, rule):
+            if not rule.matches(method, path, query) or not self._fires(index, rule):
                 continue
             self.injected += 1
             return rule
