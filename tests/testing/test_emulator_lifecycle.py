@@ -171,8 +171,8 @@ def test_configured_outcomes_and_times(claude_emulator):
     assert results["flaky-1"].error.error.type == "overloaded_error"
     assert results["flaky-1"].error.type == "error"
     assert results["bad-1"].error.error.type == "invalid_request_error"
-    assert results["wrongmodel-1"].error.error.type == "invalid_request_error"
-    assert "gpt-4o" in results["wrongmodel-1"].error.error.message
+    assert results["wrongmodel-1"].error.error.type == "not_found_error"  # as the Messages API answers it
+    assert results["wrongmodel-1"].error.error.message == "model: gpt-4o"
     assert results["late-1"].type == "expired" and results["gone-1"].type == "canceled"
     assert results["ok-1"].type == "succeeded"
     broken = json.loads(results["broken-1"].message.content[0].text)

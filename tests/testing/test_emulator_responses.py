@@ -118,7 +118,7 @@ def test_messages_validation_is_immediate(claude_emulator):
     api = client(claude_emulator, max_retries=0)
     with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
         api.messages.create(model=MODEL, max_tokens=0, messages=[{"role": "user", "content": "x"}])
-    with pytest.raises(anthropic.BadRequestError, match="model"):
+    with pytest.raises(anthropic.NotFoundError, match="model: gpt-4o"):
         api.messages.create(model="gpt-4o", max_tokens=5, messages=[{"role": "user", "content": "x"}])
     assert claude_emulator.state()["messages_calls"] == 2
 

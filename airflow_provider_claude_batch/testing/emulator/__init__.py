@@ -17,7 +17,8 @@ its parts sit together under it instead of scattered through ``testing/``. One c
 * :mod:`.config`: :class:`EmulatorConfig` and where it is read from;
 * :mod:`.wire`: the API's error type and envelope, ids and timestamps;
 * :mod:`.lifecycle`: one stored batch, its status and the outcomes fixed when it ends;
-* :mod:`.validation`: create-time validation of a batch and of list queries;
+* :mod:`.validation`: create-time validation of a batch, of list queries and of ``anthropic-beta`` values;
+* :mod:`.models`: the models served, their limits and Models API entries, the model checks of a request;
 * :mod:`.results`: rendering and replaying a batch's JSONL results file;
 * :mod:`.store`: :class:`EmulatorState`, every batch and counter behind one lock;
 * :mod:`.http_io`: request ids, bounded body reading, error answers, cuttable row streams;

@@ -1,8 +1,8 @@
 """The ASGI app: the ``/v1`` routes of the Message Batches, Messages and Models APIs, and the ``/_emulator`` admin.
 
 Every API route is wrapped the same way (:func:`_api_route`): auth and call counting, the rolling
-rate limit of the batch endpoints, then fault injection, the per-call checks the service makes
-before any handler runs.
+rate limit of the batch endpoints, the ``anthropic-beta`` values, then fault injection: the
+per-call checks the service makes before any handler runs.
 """
 
 from __future__ import annotations
@@ -32,20 +32,12 @@ from .http_io import (
     error_response,
     read_json,
 )
+from .models import model_page, retrieve_model
 from .store import EmulatorState
+from .validation import request_betas
 from .wire import ApiError, invalid, iso
 
 __all__ = ["Handler", "build_app"]
-
-_MODELS = (
-    ("claude-opus-5-5", "Claude Opus 5.5"),
-    ("claude-sonnet-5-5", "Claude Sonnet 5.5"),
-    ("claude-haiku-5-5", "Claude Haiku 5.5"),
-    ("claude-opus-4-8", "Claude Opus 4.8"),
-    ("claude-sonnet-4-6", "Claude Sonnet 4.6"),
-    ("claude-haiku-4-5", "Claude Haiku 4.5"),
-)
-
 
 Handler = Callable[[Request, "FaultRule | None"], Awaitable[Response]]
 
@@ -53,7 +45,7 @@ Handler = Callable[[Request, "FaultRule | None"], Awaitable[Response]]
 def _api_route(
     state: EmulatorState, method: str, template: str, handler: Handler, *, rows: bool, batch_endpoint: bool
 ) -> Route:
-    """Wrap an API handler with the checks made before it runs: auth, the rolling rate limit, faults.
+    """Wrap an API handler with the checks made before it runs: auth, the rolling rate limit, betas, faults.
 
     That order is the service's: a caller is identified before its calls are counted against its
     limit, and a call refused at the door reaches no server that could fail it.
@@ -63,6 +55,7 @@ def _api_route(
     async def endpoint(request: Request) -> Response:
         try:
             request.state.rate_limit_stamp = state.admit(key, request.headers, batch_endpoint=batch_endpoint)
+            request.state.betas = request_betas(request.headers)
             fault = state.pick_fault(method, request.url.path, request.url.query, streams_rows=rows)
             if fault is not None and fault.delay_seconds:
                 await asyncio.sleep(fault.delay_seconds)
@@ -91,7 +84,8 @@ def _api_routes(state: EmulatorState) -> list[Route]:
 
     async def create(request: Request, fault: FaultRule | None) -> Response:
         payload = await read_json(request, state.config.max_body_bytes)
-        return JSONResponse(state.create_batch(payload, base_url(request), request.state.rate_limit_stamp))
+        stamp, betas = request.state.rate_limit_stamp, request.state.betas
+        return JSONResponse(state.create_batch(payload, base_url(request), stamp, betas))
 
     async def list_(request: Request, fault: FaultRule | None) -> Response:
         return JSONResponse(state.list_batches(request.query_params, base_url(request)))
@@ -123,15 +117,12 @@ def _api_routes(state: EmulatorState) -> list[Route]:
         return JSONResponse(state.count_tokens(payload))
 
     async def models(request: Request, fault: FaultRule | None) -> Response:
-        data = [_model_json(model_id, name) for model_id, name in _MODELS]
-        return JSONResponse({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+        query = request.query_params
+        lifecycles = [*query.getlist("lifecycle[]"), *query.getlist("lifecycle")]
+        return JSONResponse(model_page(query, lifecycles, state.config.extra_models))
 
     async def model(request: Request, fault: FaultRule | None) -> Response:
-        model_id = request.path_params["model_id"]
-        name = dict(_MODELS).get(model_id)
-        if name is None:
-            raise ApiError(404, "not_found_error", f"model: {model_id}")
-        return JSONResponse(_model_json(model_id, name))
+        return JSONResponse(retrieve_model(request.path_params["model_id"], state.config.extra_models))
 
     # method, path, handler, streams rows, draws from the Message Batches API's rate limit
     table: list[tuple[str, str, Handler, bool, bool]] = [
@@ -150,16 +141,6 @@ def _api_routes(state: EmulatorState) -> list[Route]:
         _api_route(state, method, path, handler, rows=rows, batch_endpoint=batch)
         for method, path, handler, rows, batch in table
     ]
-
-
-def _model_json(model_id: str, name: str) -> dict[str, Any]:
-    return {
-        "type": "model",
-        "id": model_id,
-        "display_name": name,
-        "created_at": "2025-01-01T00:00:00Z",
-        "lifecycle": "active",
-    }
 
 
 async def _sse(message: dict[str, Any]) -> AsyncIterator[bytes]:

@@ -38,6 +38,9 @@ class EmulatorConfig(BaseModel):
     seed: int | None = None
     expires_after_seconds: float | None = Field(None, gt=0, description="Override of 86400/time_scale.")
     archive_after_seconds: float | None = Field(None, gt=0, description="Override of 29 d/time_scale.")
+    extra_models: tuple[str, ...] = Field(
+        (), description="Model ids served besides the price table's and the SDK's (a model newer than both)."
+    )
     # The fleet limits (see ..limits): all off by default.
     rate_limit_rpm: int | None = Field(
         None, ge=1, description="Calls allowed per rolling window across every batch endpoint; None: no limit."
@@ -73,11 +76,11 @@ class EmulatorConfig(BaseModel):
     def env_overrides(cls, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Scalar settings from ``CLAUDE_EMULATOR_<FIELD>`` variables (e.g. ``..._PROCESSING_SECONDS``)."""
         environ = os.environ if environ is None else environ
-        scalars = {"outcomes", "faults"}
+        structured = {"outcomes", "faults", "extra_models"}  # lists: set them in a config file
         found: dict[str, Any] = {}
         for name in cls.model_fields:
             value = environ.get(ENV_PREFIX + name.upper())
-            if name not in scalars and value not in (None, ""):
+            if name not in structured and value not in (None, ""):
                 found[name] = value
         return found
 

@@ -14,6 +14,7 @@ from ..faults import SUCCEEDED, OutcomeDecision, completion_fraction, decide_out
 from ..responder.params import deep_params_error
 from ..responder.prompt import NO_CACHE, CacheUsage, PromptCache
 from .config import EmulatorConfig
+from .models import request_model_error
 from .wire import iso
 
 __all__ = ["Batch", "advance", "batch_json", "request_counts"]
@@ -31,6 +32,7 @@ class Batch:
     custom_ids: list[str]
     params: list[dict[str, Any]]
     occurrences: list[int]
+    betas: tuple[str, ...] = ()  # the create call's anthropic-beta values: they apply to every request
     cancel_initiated: float | None = None
     ended: float | None = None
     outcomes: list[tuple[OutcomeDecision, CacheUsage]] | None = None
@@ -80,19 +82,23 @@ def _finalize(batch: Batch, end: float, cache: PromptCache) -> None:
         if not all_done and batch.created + processing * completion_fraction(cid) > cutoff:
             outcomes.append((leftover, NO_CACHE))
         else:
-            outcomes.append(_process(cid, batch.occurrences[i], batch.params[i], batch.config, cache))
+            outcomes.append(_process(cid, batch.occurrences[i], batch.params[i], batch, cache))
     batch.outcomes = outcomes
     batch.counts = dict(Counter(decision.kind for decision, _ in outcomes))
     batch.ended = end
 
 
 def _process(
-    custom_id: str, occurrence: int, params: dict[str, Any], config: EmulatorConfig, cache: PromptCache
+    custom_id: str, occurrence: int, params: dict[str, Any], batch: Batch, cache: PromptCache
 ) -> tuple[OutcomeDecision, CacheUsage]:
-    """Outcome of one request the 'model' got to: invalid params, configured rules, success."""
+    """Outcome of one request the 'model' got to: invalid params, a model it cannot serve, configured rules, success."""
+    config = batch.config
     problem = deep_params_error(params)
     if problem is not None:
         return OutcomeDecision("errored", "invalid_request_error", problem), NO_CACHE
+    refused = request_model_error(params, config.extra_models, batch.betas)
+    if refused is not None:
+        return OutcomeDecision("errored", refused.kind, refused.message), NO_CACHE
     decision = SUCCEEDED
     if config.outcomes or config.error_rate or config.expire_rate:
         decision = decide_outcome(

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from ..responder.hashing import stable_id
+from ..responder.hashing import request_digest, stable_id
 from ..responder.message import generate_message
 from .lifecycle import Batch
 from .wire import error_envelope
@@ -59,17 +59,21 @@ def render_line(batch: Batch, index: int) -> bytes:
     decision, cache = batch.outcomes[index]
     custom_id = batch.custom_ids[index]
     result: dict[str, Any]
+    # Ids from the request (custom_id and params), not the batch: the same request answers the same
+    # line in every batch it is sent in.
     if decision.kind == "succeeded":
+        digest = request_digest(batch.params[index])
         message = generate_message(
             batch.params[index],
-            message_id=stable_id("msg_", batch.id, custom_id),
+            message_id=stable_id("msg_", custom_id, digest),
             service_tier="batch",
             cache=cache,
             invalid_output=decision.invalid_output,
+            digest=digest,
         )
         result = {"type": "succeeded", "message": message}
     elif decision.kind == "errored":
-        request_id = stable_id("req_", batch.id, custom_id)
+        request_id = stable_id("req_", custom_id, request_digest(batch.params[index]))
         envelope = error_envelope(decision.error_type or "api_error", decision.message or "", request_id)
         result = {"type": "errored", "error": envelope}
     else:

@@ -15,15 +15,16 @@ from typing import Any
 
 from ..faults import FaultInjector, FaultRule
 from ..limits import Refusal, RollingWindow, is_propagating, queue_refusal
-from ..responder.hashing import BASE62
+from ..responder.hashing import BASE62, request_digest, stable_id
 from ..responder.message import generate_message
 from ..responder.params import deep_params_error, shallow_params_error
 from ..responder.prompt import PromptCache, input_token_count
 from .config import EmulatorConfig, as_config
 from .lifecycle import Batch, advance, batch_json, request_counts
+from .models import request_model_error
 from .results import result_chunks
 from .validation import parse_limit, validate_create
-from .wire import ApiError, base62, invalid, iso, not_found, random_id
+from .wire import ApiError, base62, invalid, iso, not_found
 
 __all__ = ["CREATE_ROUTE", "EmulatorState"]
 
@@ -170,11 +171,14 @@ class EmulatorState:
         self._last_stamp = stamp
         return "msgbatch_01" + base62(stamp, 10) + "".join(random.choices(BASE62, k=12))
 
-    def create_batch(self, payload: Any, base_url: str, admitted: float | None = None) -> dict[str, Any]:
+    def create_batch(
+        self, payload: Any, base_url: str, admitted: float | None = None, betas: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
         """Validate like the real create call, check the processing queue, store the batch (``in_progress``).
 
         :param admitted: the rate-limit slot :meth:`admit` gave the call; a create refused for a full
             queue gives it back and leaves ``calls``, as a refused call counts for nothing.
+        :param betas: the call's ``anthropic-beta`` values, which apply to every request of the batch.
         """
         with self.lock:
             config = self.config
@@ -193,6 +197,7 @@ class EmulatorState:
                 custom_ids=custom_ids,
                 params=[r["params"] for r in requests],
                 occurrences=occurrences,
+                betas=betas,
             )
             self.batches[batch.id] = batch
             self._order.append(batch.id)
@@ -290,21 +295,28 @@ class EmulatorState:
     # ---- Messages API -------------------------------------------------------------------------
 
     def create_message(self, payload: Any) -> dict[str, Any]:
-        """The synchronous Messages API: all validation is immediate (400)."""
+        """The synchronous Messages API: all validation is immediate (400; 404 for a model it does not serve)."""
         problem = shallow_params_error(payload) or deep_params_error(payload)
         if problem is not None:
             raise invalid(problem)
+        refused = request_model_error(payload, self.config.extra_models)
+        if refused is not None:
+            raise refused
         with self.lock:
             cache = self.cache.account(payload)
-        return generate_message(payload, message_id=random_id("msg_"), service_tier="standard", cache=cache)
+        digest = request_digest(payload)
+        message_id = stable_id("msg_", digest)
+        return generate_message(payload, message_id=message_id, service_tier="standard", cache=cache, digest=digest)
 
-    @staticmethod
-    def count_tokens(payload: Any) -> dict[str, Any]:
+    def count_tokens(self, payload: Any) -> dict[str, Any]:
         """``/v1/messages/count_tokens``: the same estimate the usage numbers use."""
         probe = {**payload, "max_tokens": 1} if isinstance(payload, dict) else payload
         problem = shallow_params_error(probe)
         if problem is not None:
             raise invalid(problem)
+        refused = request_model_error(probe, self.config.extra_models)
+        if refused is not None:
+            raise refused
         return {"input_tokens": input_token_count(payload)}
 
 

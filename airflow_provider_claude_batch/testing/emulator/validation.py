@@ -1,14 +1,19 @@
-"""Create-time validation of a batch, with the API's ``requests.<i>.<field>: ...`` messages; list queries."""
+"""What the API refuses at once: a batch's create-time schema (``requests.<i>.<field>: ...``), list queries, betas."""
 
 from __future__ import annotations
 
 import re
+import typing
+from collections.abc import Mapping
+from functools import cache
 from typing import Any
+
+from anthropic.types.anthropic_beta_param import AnthropicBetaParam
 
 from ..responder.params import shallow_params_error
 from .wire import invalid
 
-__all__ = ["parse_limit", "validate_create"]
+__all__ = ["literal_strings", "parse_limit", "request_betas", "validate_create"]
 
 _CUSTOM_ID_RE = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 _CUSTOM_ID_PATTERN = "^[a-zA-Z0-9_-]{1,64}$"
@@ -71,3 +76,32 @@ def parse_limit(raw: str | None) -> int:
     if limit > 1000:
         raise invalid("limit: Input should be less than or equal to 1000")
     return limit
+
+
+def literal_strings(alias: Any) -> frozenset[str]:
+    """The string values of an SDK type alias such as ``Union[str, Literal["a", "b"]]``."""
+    found: set[str] = set()
+    for arg in typing.get_args(alias):
+        found.update(value for value in typing.get_args(arg) if isinstance(value, str))
+    return frozenset(found)
+
+
+@cache
+def _known_betas() -> frozenset[str]:
+    return literal_strings(AnthropicBetaParam)
+
+
+def request_betas(headers: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``anthropic-beta`` values of a call; 400 for a value the API does not know.
+
+    The known values are the installed SDK's ``AnthropicBetaParam``, so the check follows the SDK.
+    """
+    betas = tuple(b.strip() for b in headers.get("anthropic-beta", "").split(",") if b.strip())
+    unknown = [b for b in betas if b not in _known_betas()]
+    if unknown:
+        listed = ", ".join(f"`{b}`" for b in unknown)
+        raise invalid(
+            f"Unexpected value(s) {listed} for the `anthropic-beta` header. Please consult our documentation "
+            "at docs.claude.com or try again without the header."
+        )
+    return betas

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from .hashing import stable_id
+from .hashing import request_digest, stable_id
 from .params import output_format
 from .prompt import NO_CACHE, WORD_RE, CacheUsage, estimate_tokens, input_token_count, last_user_text
 from .pytest_answer import pytest_answer
@@ -90,16 +90,20 @@ def generate_message(
     service_tier: str = "standard",
     cache: CacheUsage = NO_CACHE,
     invalid_output: bool = False,
+    digest: str | None = None,
 ) -> dict[str, Any]:
     """The full ``message`` object the API would return for ``params`` (already validated).
 
+    Its content is a function of ``params`` alone (through their :func:`request_digest`, which a
+    caller that has it passes as ``digest``): never of the message id, a batch or the time.
     ``invalid_output`` breaks structured output / forced-tool input on purpose by dropping a
     required field, to exercise a DAG's output validation path.
     """
+    salt = digest or request_digest(params)
     tool = _forced_tool(params)
     if tool is not None:
         schema = tool.get("input_schema") if isinstance(tool.get("input_schema"), dict) else {}
-        tool_input = schema_value(params, schema, message_id, invalid_output)
+        tool_input = schema_value(params, schema, salt, invalid_output)
         if not isinstance(tool_input, dict):
             tool_input = {}
         block = {
@@ -111,7 +115,7 @@ def generate_message(
         content, stop_reason, stop_sequence = [block], "tool_use", None
         output_chars = len(json.dumps(tool_input))
     else:
-        text, stop_reason, stop_sequence = _text_content(params, message_id, invalid_output)
+        text, stop_reason, stop_sequence = _text_content(params, salt, invalid_output)
         content = [{"type": "text", "text": text}]
         output_chars = len(text)
     return {

@@ -105,9 +105,10 @@ def _output_config_error(params: dict[str, Any]) -> str | None:
 
 
 def deep_params_error(params: dict[str, Any]) -> str | None:
-    """Processing-time problems of shallow-valid ``params`` (become ``errored`` batch results)."""
-    if not params["model"].startswith("claude-"):
-        return f"model: Model '{params['model']}' is not a valid Claude model (expected 'claude-...')"
+    """Processing-time problems of shallow-valid ``params`` (become ``errored`` batch results).
+
+    Whether the model exists is the emulator's to say (its Models API): see ``emulator/models.py``.
+    """
     for i, message in enumerate(params["messages"]):
         if (msg := _message_error(i, message)) is not None:
             return msg
