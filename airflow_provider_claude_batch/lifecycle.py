@@ -20,8 +20,10 @@ from datetime import datetime, timedelta
 from airflow_provider_claude_batch.polling import parse_iso
 from airflow_provider_claude_batch.submission import PartRecord, RoundRecord, SubmissionRecord
 
-# A create refused by the processing queue is tried again after this long, doubling per refusal.
+# A create refused by the processing queue is tried again after this long, doubling per refusal,
+# unless the server hints a wait (never shorter than the shortest, never longer than the longest).
 QUEUE_RETRY_FIRST = timedelta(seconds=60)
+QUEUE_RETRY_SHORTEST = timedelta(seconds=5)
 QUEUE_RETRY_LONGEST = timedelta(minutes=10)
 
 
@@ -153,8 +155,10 @@ class SubmissionLifecycle:
         part = self.part(round_number, index)
         part.refusals += 1
         part.intent_at = part.marker = None
-        backoff = min(QUEUE_RETRY_FIRST * 2 ** (part.refusals - 1), QUEUE_RETRY_LONGEST)
-        wait = max(timedelta(seconds=retry_after), QUEUE_RETRY_FIRST) if retry_after else backoff
+        if retry_after is not None:
+            wait = max(timedelta(seconds=retry_after), QUEUE_RETRY_SHORTEST)
+        else:
+            wait = QUEUE_RETRY_FIRST * 2 ** (part.refusals - 1)
         until = min(now + min(wait, QUEUE_RETRY_LONGEST), self.record.deadline())
         part.retry_at = until.isoformat()
         return until

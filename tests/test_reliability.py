@@ -22,7 +22,8 @@ from airflow_provider_claude_batch.requests import RequestDefaults, prepare_requ
 pytestmark = pytest.mark.usefixtures("airflow_db", "claude_conn")
 
 START = datetime(2026, 1, 1)
-RETRIEVE = r"^/v1/messages/batches/[^/]+$"
+# A status refresh of the shared poller (a list page), not the one-batch marker listed before each create.
+POLL = {"method": "GET", "path": r"^/v1/messages/batches$", "query": "limit=1000"}
 CREATE = r"^/v1/messages/batches$"
 
 
@@ -43,7 +44,7 @@ def batch_dag(dag_id: str, retries: int = 0, **operator_kwargs):
 
 def test_a_crash_after_submission_then_a_retry_submits_once(claude_emulator, tmp_path, capfd):
     # The first wait dies on a permanent error after the batch was submitted; the retry re-attaches.
-    claude_emulator.configure(faults=[{"method": "GET", "path": RETRIEVE, "status": 400, "count": 1}])
+    claude_emulator.configure(faults=[{**POLL, "status": 403, "count": 1}])
     requests = [{"custom_id": f"r{i}", "prompt": f"p{i}"} for i in range(5)]
     outcome = run_dag(batch_dag("rel_crash_retry", retries=1, requests=requests, results_uri=f"file://{tmp_path}"))
     assert outcome.task_states == {"batch": "success"}
@@ -56,9 +57,7 @@ def test_a_crash_after_submission_then_a_retry_submits_once(claude_emulator, tmp
 
 
 def test_a_retry_with_changed_input_cancels_the_stale_batch_and_submits_once_more(claude_emulator, tmp_path, capfd):
-    claude_emulator.configure(
-        processing_seconds=2, faults=[{"method": "GET", "path": RETRIEVE, "status": 400, "count": 1}]
-    )
+    claude_emulator.configure(processing_seconds=2, faults=[{**POLL, "status": 403, "count": 1}])
     outcome = run_dag(
         batch_dag(
             "rel_changed_input",
@@ -78,7 +77,7 @@ def test_a_retry_with_changed_input_cancels_the_stale_batch_and_submits_once_mor
 
 
 def test_on_input_change_fail_refuses_to_replace(claude_emulator, tmp_path, capfd):
-    claude_emulator.configure(faults=[{"method": "GET", "path": RETRIEVE, "status": 400, "count": 1}])
+    claude_emulator.configure(faults=[{**POLL, "status": 403, "count": 1}])
     dag = batch_dag(
         "rel_change_fail",
         retries=1,

@@ -91,24 +91,29 @@ def test_landed_row_takes_counts_tokens_and_cost_from_the_manifest():
 
 
 def test_status_cache_reuses_fresh_lookups_and_reports_errors_instead_of_raising():
-    calls: list[str] = []
+    calls: list[tuple[str, list[str]]] = []
     clock = [0.0]
 
-    def retrieve(conn_id: str, batch_id: str) -> BatchSnapshot:
-        calls.append(batch_id)
-        if batch_id == "broken":
+    def refresh(conn_id: str, batch_ids: list[str]) -> dict:
+        calls.append((conn_id, list(batch_ids)))
+        if conn_id == "down":
             raise ConnectionError("down")
-        return snapshot(batch_id, "in_progress", NOW, processing=1)
+        return {
+            bid: "Batch x was not found" if bid == "gone" else snapshot(bid, "in_progress", NOW, processing=1)
+            for bid in batch_ids
+        }
 
-    cache = BatchStatusCache(retrieve=retrieve, clock=lambda: clock[0])
-    first = cache.lookup_many([("c", "a"), ("c", "broken"), ("c", "a")])
+    cache = BatchStatusCache(refresh=refresh, clock=lambda: clock[0])
+    first = cache.lookup_many([("c", "a"), ("c", "gone"), ("c", "a"), ("down", "b")])
     assert first[("c", "a")].snapshot is not None
-    assert first[("c", "broken")].error == "Could not read batch broken: ConnectionError"
+    assert first[("c", "gone")].error == "Batch x was not found"
+    assert first[("down", "b")].error == "Could not read batch b: ConnectionError"
+    assert sorted(calls) == [("c", ["a", "gone"]), ("down", ["b"])]  # one refresh per connection
     cache.lookup_many([("c", "a")])
-    assert calls.count("a") == 1  # served from the cache
+    assert len(calls) == 2  # served from the cache
     clock[0] = 60.0
     cache.lookup_many([("c", "a")])
-    assert calls.count("a") == 2  # a running batch is looked at again after the TTL
+    assert calls[-1] == ("c", ["a"])  # a running batch is looked at again after the TTL
 
 
 def test_task_page_path_quotes_run_ids():

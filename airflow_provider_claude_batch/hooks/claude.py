@@ -63,11 +63,10 @@ class BatchQueueFullError(BatchCreateError):
 _ClientsBySettings = dict[ClientSettings, anthropic.AsyncAnthropic]
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ClientsBySettings] = weakref.WeakKeyDictionary()
 # Failures after which a create may or may not have reached the API; anything else is an answer.
-_UNCERTAIN_CREATE_ERRORS = (
-    anthropic.APIConnectionError,
-    anthropic.RateLimitError,
-    anthropic.InternalServerError,
-)
+_UNCERTAIN_CREATE_ERRORS = (anthropic.APIConnectionError, anthropic.InternalServerError)
+# A 429 on create hinting a wait this short is waited out in place; a longer one (a full processing
+# queue) frees the worker: the task defers and tries again (see lifecycle.py).
+IN_PLACE_RETRY_SECONDS = 10.0
 
 
 class ClaudeHook(BaseHook):
@@ -228,6 +227,9 @@ class ClaudeHook(BaseHook):
                         }
                     },
                 )
+            except anthropic.RateLimitError as error:
+                _refuse_unless_short(error, prepared.count)
+                last_error = error
             except _UNCERTAIN_CREATE_ERRORS as error:
                 last_error = error
         if isinstance(last_error, anthropic.RateLimitError):
@@ -368,6 +370,22 @@ class ClaudeHook(BaseHook):
     def create_message(self, params: dict[str, Any]) -> Message:
         """One synchronous Messages API call, with the SDK's retries."""
         return self.get_conn().messages.create(**params)
+
+
+def _refuse_unless_short(error: anthropic.RateLimitError, count: int) -> None:
+    """Raise for a 429 not worth waiting out in the worker: a spend limit, or a long (or no) ``retry-after``."""
+    if error.error_code == "enforced_spend_limit_reached":
+        raise BatchCreateError(
+            f"The workspace's spend limit is reached ({describe_api_error(error)}); no batch was created for the "
+            f"{count} request(s). Raise the limit in the Claude Console, or wait for the next billing period."
+        ) from error
+    hint = retry_after_seconds(error)
+    if hint is None or hint > IN_PLACE_RETRY_SECONDS:
+        raise BatchQueueFullError(
+            f"The API refused the create of a {count}-request batch with 429 ({describe_api_error(error)}); "
+            "no batch was created for it.",
+            retry_after=hint,
+        ) from error
 
 
 async def _aget_connection(conn_id: str) -> Any:

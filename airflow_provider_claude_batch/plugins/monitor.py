@@ -2,9 +2,10 @@
 
 A batch task is any task instance with an XCom ``batch_ids`` (``ClaudeBatchOperator`` pushes it right
 after submitting); its ``return_value`` manifest, once the results have landed, adds tokens, cost,
-saving and where the results are. Live status comes from the Message Batches API through
-:class:`~airflow_provider_claude_batch.hooks.claude.ClaudeHook`, one ``retrieve`` per batch, cached
-briefly, a few at a time, with failures reported in the row instead of raised.
+saving and where the results are. Live status comes from the Message Batches API through the same
+refresh the triggers' shared poller makes (:func:`~airflow_provider_claude_batch.hooks.poller.refresh_statuses`:
+a list page, ``retrieve`` only for what it does not show, within the connection's request budget),
+cached briefly, with failures reported in the row instead of raised.
 
 Rows are plain JSON-ready dicts built by :func:`build_row`, which takes the database record, the
 batch snapshots and ``now``, so the page's arithmetic is tested without Airflow or a network.
@@ -52,7 +53,7 @@ PROGRESS_NOTE = (
 RUNNING_TTL_SECONDS = 10.0
 ENDED_TTL_SECONDS = 3600.0
 ERROR_TTL_SECONDS = 10.0
-# Look-ups in flight at once, and the time each may take, so a page never waits on a slow API long.
+# Connections refreshed at once, and the time each call may take, so a page never waits on a slow API long.
 MAX_CONCURRENT_LOOKUPS = 4
 LOOKUP_TIMEOUT_SECONDS = 10.0
 _STATUS_ORDER = ("canceling", "in_progress", "ended")
@@ -95,23 +96,27 @@ class Lookup:
         return now - self.fetched_at < ttl
 
 
-def _retrieve_with_hook(conn_id: str, batch_id: str) -> BatchSnapshot:
+def _refresh_with_hook(conn_id: str, batch_ids: list[str]) -> dict[str, BatchSnapshot | str]:
+    """One refresh of a connection's batches (a list page, retrieve for the rest), errors as text."""
     from airflow_provider_claude_batch.hooks.claude import ClaudeHook
+    from airflow_provider_claude_batch.hooks.poller import refresh_statuses
 
     hook = ClaudeHook(conn_id, timeout=LOOKUP_TIMEOUT_SECONDS, max_retries=0)
-    return BatchSnapshot.from_batch(hook.retrieve_batch(batch_id))
+    looks = refresh_statuses(hook, batch_ids)
+    return {batch_id: look.snapshot or str(look.message) for batch_id, look in looks.items()}
 
 
 @dataclass
 class BatchStatusCache:
-    """Live batch status with a short cache and bounded concurrency; errors come back as text.
+    """Live batch status with a short cache, one refresh per connection; errors come back as text.
 
-    :param retrieve: ``(conn_id, batch_id) -> BatchSnapshot``; defaults to ``ClaudeHook.retrieve_batch``.
+    :param refresh: ``(conn_id, batch_ids) -> {batch_id: BatchSnapshot or a message}``; defaults to
+        :func:`~airflow_provider_claude_batch.hooks.poller.refresh_statuses` (the shared poller's calls).
     :param clock: seconds, monotonic (tests pass a fake).
-    :param max_workers: look-ups in flight at once.
+    :param max_workers: connections refreshed at once.
     """
 
-    retrieve: Callable[[str, str], BatchSnapshot] = _retrieve_with_hook
+    refresh: Callable[[str, list[str]], Mapping[str, BatchSnapshot | str]] = _refresh_with_hook
     clock: Callable[[], float] = time.monotonic
     max_workers: int = MAX_CONCURRENT_LOOKUPS
     _entries: dict[tuple[str, str], Lookup] = field(default_factory=dict)
@@ -123,27 +128,39 @@ class BatchStatusCache:
         now = self.clock()
         with self._lock:
             result = {key: entry for key in wanted if (entry := self._entries.get(key)) and entry.fresh(now)}
-        missing = [key for key in wanted if key not in result]
-        if missing:
-            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(missing)))) as pool:
-                for key, entry in zip(missing, pool.map(self._fetch, missing), strict=True):
-                    result[key] = entry
+        by_conn: dict[str, list[str]] = {}
+        for conn_id, batch_id in wanted:
+            if (conn_id, batch_id) not in result:
+                by_conn.setdefault(conn_id, []).append(batch_id)
+        if by_conn:
+            with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(by_conn)))) as pool:
+                for fetched in pool.map(self._fetch, by_conn.items()):
+                    result.update(fetched)
             with self._lock:
-                self._entries.update({key: result[key] for key in missing})
+                self._entries.update({key: result[key] for key in result if key[0] in by_conn})
                 # Keep the cache bounded: forget what has not been asked for in a day.
                 stale = [k for k, v in self._entries.items() if now - v.fetched_at > BATCH_WINDOW_SECONDS]
                 for key in stale:
                     del self._entries[key]
         return result
 
-    def _fetch(self, key: tuple[str, str]) -> Lookup:
-        conn_id, batch_id = key
+    def _fetch(self, item: tuple[str, list[str]]) -> dict[tuple[str, str], Lookup]:
+        conn_id, batch_ids = item
         try:
-            return Lookup(self.retrieve(conn_id, batch_id), None, self.clock())
-        except Exception as error:  # shown in the row: one bad batch must not break the page
+            outcomes = self.refresh(conn_id, batch_ids)
+        except Exception as error:  # shown in the rows: one bad connection must not break the page
             from airflow_provider_claude_batch.hooks.api_errors import api_error_summary
 
-            return Lookup(None, f"Could not read batch {batch_id}: {api_error_summary(error)}", self.clock())
+            outcomes = {bid: f"Could not read batch {bid}: {api_error_summary(error)}" for bid in batch_ids}
+        fetched_at = self.clock()
+        lookups = {}
+        for bid in batch_ids:
+            outcome = outcomes.get(bid, f"Could not read batch {bid}: no answer")
+            if isinstance(outcome, BatchSnapshot):
+                lookups[(conn_id, bid)] = Lookup(outcome, None, fetched_at)
+            else:
+                lookups[(conn_id, bid)] = Lookup(None, outcome, fetched_at)
+        return lookups
 
     def clear(self) -> None:
         with self._lock:
