@@ -49,7 +49,10 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": _INTEGRATION,
-                "python-modules": ["airflow_provider_claude_batch.triggers.batch"],
+                "python-modules": [
+                    "airflow_provider_claude_batch.triggers.batch",
+                    "airflow_provider_claude_batch.triggers.capacity",
+                ],
             }
         ],
         "extra-links": ["airflow_provider_claude_batch.links.ClaudeBatchLink"],
@@ -111,6 +114,26 @@ def get_provider_info() -> dict[str, Any]:
                         "label": "Workspace id",
                         "description": "Optional anthropic-workspace-id header, for keys that span workspaces.",
                         "schema": {"type": ["string", "null"]},
+                    },
+                    "batch_requests_per_minute": {
+                        "label": "Batch API requests per minute (per process)",
+                        "description": "Budget every Message Batches API call of one process draws from (create, "
+                        "status, results, cancel; default 50). The workspace's limit is shared by every triggerer, "
+                        "worker task and api-server: give each a share below it (see docs/deployment.md).",
+                        "schema": {"type": ["integer", "null"], "minimum": 1},
+                    },
+                    "max_queued_requests": {
+                        "label": "Max queued batch requests",
+                        "description": "Optional: never put more than this many requests in the workspace's "
+                        "processing queue (headroom for other jobs). Larger inputs are split and submitted as "
+                        "room frees, while the task waits deferred.",
+                        "schema": {"type": ["integer", "null"], "minimum": 1},
+                    },
+                    "not_found_grace_seconds": {
+                        "label": "404 grace window (seconds)",
+                        "description": "A 404 this soon after a batch's creation is the API's propagation delay "
+                        "and is waited through (default 300); later it is an error.",
+                        "schema": {"type": ["number", "null"], "minimum": 0},
                     },
                 },
                 "ui-field-behaviour": {

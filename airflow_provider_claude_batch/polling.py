@@ -31,13 +31,6 @@ def next_poll_delay(elapsed: float, min_delay: float, max_delay: float) -> float
     return min(max(elapsed * POLL_FRACTION, min_delay), max_delay)
 
 
-def backoff_delay(previous: float, min_delay: float, max_delay: float, retry_after: float | None) -> float:
-    """Seconds to wait after a transient API failure: the server's hint, or double the last wait."""
-    if retry_after is not None:
-        return min(max(retry_after, min_delay), max_delay)
-    return min(max(previous * 2, min_delay), max_delay)
-
-
 def format_seconds(seconds: float) -> str:
     """``3725`` -> ``1h02m05s``; short and unambiguous for log lines."""
     seconds = max(int(seconds), 0)
@@ -61,20 +54,6 @@ class BatchSnapshot:
     expires_at: str | None = None
     ended_at: str | None = None
     results_url: str | None = None
-
-    @classmethod
-    def from_batch(cls, batch: Any) -> BatchSnapshot:
-        """From an SDK ``MessageBatch``."""
-        counts = batch.request_counts
-        return cls(
-            batch_id=batch.id,
-            processing_status=batch.processing_status,
-            request_counts={name: getattr(counts, name) for name in REQUEST_COUNT_NAMES},
-            created_at=iso_or_none(batch.created_at),
-            expires_at=iso_or_none(batch.expires_at),
-            ended_at=iso_or_none(batch.ended_at),
-            results_url=batch.results_url,
-        )
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> BatchSnapshot:
@@ -142,10 +121,3 @@ def seconds_until(moment_iso: str | None, now: datetime) -> float | None:
     if not moment_iso:
         return None
     return (parse_iso(moment_iso) - now).total_seconds()
-
-
-def elapsed_since(moment_iso: str | None, now: datetime, fallback: timedelta) -> float:
-    """Seconds since an ISO timestamp, or ``fallback`` when unknown."""
-    if not moment_iso:
-        return fallback.total_seconds()
-    return max((now - parse_iso(moment_iso)).total_seconds(), 0.0)

@@ -36,9 +36,13 @@ def test_provider_info_is_accepted_by_the_provider_schema():
     [
         ("hooks", "airflow_provider_claude_batch.hooks.claude.ClaudeHook"),
         ("triggers", "airflow_provider_claude_batch.triggers.batch"),
+        ("triggers", "airflow_provider_claude_batch.triggers.capacity"),
         # Airflow 3.1 reads custom connection fields only through wtforms, which a default install lacks;
         # declarative conn-fields arrived in 3.2.
         pytest.param("widgets", "extra__claude__model", marks=pytest.mark.latest_airflow_only),
+        pytest.param("widgets", "extra__claude__batch_requests_per_minute", marks=pytest.mark.latest_airflow_only),
+        pytest.param("widgets", "extra__claude__max_queued_requests", marks=pytest.mark.latest_airflow_only),
+        pytest.param("widgets", "extra__claude__not_found_grace_seconds", marks=pytest.mark.latest_airflow_only),
         pytest.param("behaviours", "claude", marks=pytest.mark.latest_airflow_only),
     ],
 )

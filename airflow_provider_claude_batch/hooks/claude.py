@@ -74,7 +74,10 @@ class ClaudeHook(BaseHook):
 
     The connection's password holds the API key (falling back to ``ANTHROPIC_API_KEY``), its host
     the base URL (empty for ``https://api.anthropic.com``), and its extras ``model`` (default
-    model), ``timeout`` (seconds), ``max_retries`` and ``workspace_id``.
+    model), ``timeout`` (seconds), ``max_retries``, ``workspace_id``, ``batch_requests_per_minute``
+    (this process's request budget for the Message Batches API, default 50), ``max_queued_requests``
+    (headroom kept in the workspace's processing queue) and ``not_found_grace_seconds`` (how long a
+    404 after a batch's creation is the API's propagation delay, default 300).
 
     :param claude_conn_id: the Airflow connection id, ``claude_default`` unless told otherwise.
     :param timeout: overrides the connection's request timeout, in seconds.
@@ -355,10 +358,6 @@ class ClaudeHook(BaseHook):
             return client.get(
                 results_url, cast_to=httpx2.Response, options={"headers": {"Accept": "application/binary"}}, stream=True
             )
-
-    async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
-        client = await self.get_async_conn()
-        return await client.messages.batches.retrieve(batch_id)
 
     async def acancel_batch(self, batch_id: str) -> MessageBatch:
         client = await self.get_async_conn()
