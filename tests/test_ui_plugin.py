@@ -94,7 +94,7 @@ def test_status_cache_reuses_fresh_lookups_and_reports_errors_instead_of_raising
     calls: list[tuple[str, list[str]]] = []
     clock = [0.0]
 
-    def refresh(conn_id: str, batch_ids: list[str]) -> dict:
+    def refresh(conn_id: str, batch_ids: list[str], submitted_at: dict[str, float]) -> dict:
         calls.append((conn_id, list(batch_ids)))
         if conn_id == "down":
             raise ConnectionError("down")

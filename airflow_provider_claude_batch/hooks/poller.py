@@ -124,6 +124,7 @@ class BatchStatusPoller:
                     watchers.discard(watch)
                     if not watchers:
                         del self._watches[bid]
+            self._wakeup.set()  # the loop re-reads the book: with nothing left to watch, it ends
 
     def _ensure_running(self) -> None:
         if self._task is None or self._task.done():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -154,7 +155,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         folder = self.results_folder(context)
         store = self._record_store(context, folder)
         lifecycle = self._attach_or_begin(prepared, store, context, folder)
-        return self._advance(context, self._run(context, prepared, folder, store, lifecycle))
+        return self._advance(context, self._run(context, lambda: prepared, folder, store, lifecycle))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after a wait (for batches to end, or for room in the queue) and carry on."""
@@ -193,7 +194,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             elif isinstance(step, WaitForBatches):
                 if not self.wait_for_completion and step.round == 0:
                     ids = run.record.batch_ids
-                    return {"batch_ids": ids, "batch_id": ids[0], "request_count": run.prepared.count}
+                    return {"batch_ids": ids, "batch_id": ids[0], "request_count": run.record.request_count}
                 return self._wait(context, run, step.batch_ids)
             elif isinstance(step, LandRound):
                 run.land_round(step)
@@ -205,13 +206,13 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     def _run(
         self,
         context: Context,
-        prepared: PreparedRequests,
+        read_input: Callable[[], PreparedRequests],
         folder: ObjectStoragePath,
         store: RecordStore,
         lifecycle: SubmissionLifecycle,
     ) -> BatchRun:
         return BatchRun(
-            prepared=prepared,
+            read_input=read_input,
             folder=folder,
             store=store,
             lifecycle=lifecycle,
@@ -231,14 +232,7 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                 f"No submission record for batch(es) {', '.join(batch_ids) or '(none yet)'} in {store.describe()}; "
                 "it is written before any batch is created, so it was deleted. Re-run the task."
             )
-        prepared = self.prepare()
-        if prepared.fingerprint() != record.fingerprint:
-            raise ClaudeBatchError(
-                "The input changed while its submission was in progress (fingerprint "
-                f"{record.fingerprint[:12]} -> {prepared.fingerprint()[:12]}); the requests must not change until "
-                "the task ends. Re-run the task to replace the submission."
-            )
-        return self._run(context, prepared, folder, store, SubmissionLifecycle(record))
+        return self._run(context, self.prepare, folder, store, SubmissionLifecycle(record))
 
     def _record_store(self, context: Context, folder: ObjectStoragePath) -> RecordStore:
         # Airflow 3.3+ keeps task state across retries; the file beside the results serves older
@@ -371,9 +365,12 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         if batch_ids:
             self._cancel(batch_ids, reason="it did not end before the task's timeout")
             self._await_end(batch_ids)
-            round_number = step.round if isinstance(step, (WaitForBatches, WaitForCapacity)) else 0
-            run.lifecycle.ended(round_number, utc_now())
-            landed = run.land_round(LandRound(round_number, batch_ids)).total
+            if isinstance(step, WaitForBatches):  # every part was created: the round ends here, cancelled
+                run.lifecycle.ended(step.round, utc_now())
+                landed = run.land_round(LandRound(step.round, batch_ids)).total
+            else:  # parts were never created: what completed lands to be seen, but the round stays open
+                round_number = step.round if isinstance(step, WaitForCapacity) else 0
+                landed = run.land_round(LandRound(round_number, batch_ids), record=False).total
         raise ClaudeBatchError(
             f"{message} They were cancelled; the {landed} result(s) of requests that completed, and the "
             f"canceled ones, are in {run.folder / RESULTS_FILE}."

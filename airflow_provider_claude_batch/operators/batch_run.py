@@ -24,7 +24,7 @@ from airflow_provider_claude_batch.lifecycle import CreatePart, LandRound, Submi
 from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeTaskError
 from airflow_provider_claude_batch.polling import parse_iso
 from airflow_provider_claude_batch.requests import MAX_REQUESTS_PER_BATCH, PreparedRequests
-from airflow_provider_claude_batch.results import ResultTally
+from airflow_provider_claude_batch.results import ResultRow, ResultTally, is_transient
 from airflow_provider_claude_batch.structured import OutputValidator
 from airflow_provider_claude_batch.submission import RecordStore, SubmissionRecord, utc_now
 
@@ -43,7 +43,8 @@ class ClaudeBatchError(ClaudeTaskError):
 class BatchRun:
     """The input, the results folder, the record's owner and the hook of one execution of a batch task.
 
-    :param prepared: the validated input (its fingerprint equals the record's).
+    :param read_input: reads and validates the input (only when a step needs the requests: a
+        resumed task that only lands never reads it again); its fingerprint must equal the record's.
     :param folder: where the results, the manifest and the record file are.
     :param store: where the record is saved after every transition.
     :param lifecycle: the record's owner.
@@ -53,7 +54,7 @@ class BatchRun:
     :param announce: told every batch id of the submission right after each create (XCom, UI link).
     """
 
-    prepared: PreparedRequests
+    read_input: Callable[[], PreparedRequests]
     folder: ObjectStoragePath
     store: RecordStore
     lifecycle: SubmissionLifecycle
@@ -63,6 +64,23 @@ class BatchRun:
     announce: Callable[[list[str]], None]
     results_urls: dict[str, str] = field(default_factory=dict)
     tally: ResultTally | None = None
+    # Requests that failed transiently in the round landed by this execution (else read back from the file).
+    transient: set[str] | None = None
+    _prepared: PreparedRequests | None = None
+
+    @property
+    def prepared(self) -> PreparedRequests:
+        """The input, read once per execution, and checked to be what the record submitted."""
+        if self._prepared is None:
+            prepared = self.read_input()
+            if prepared.fingerprint() != self.record.fingerprint:
+                raise ClaudeBatchError(
+                    "The input changed while its submission was in progress (fingerprint "
+                    f"{self.record.fingerprint[:12]} -> {prepared.fingerprint()[:12]}); the requests must not "
+                    "change until the task ends. Re-run the task to replace the submission."
+                )
+            self._prepared = prepared
+        return self._prepared
 
     @property
     def record(self) -> SubmissionRecord:
@@ -166,7 +184,7 @@ class BatchRun:
 
     def plan_next_round(self, *, retry_rounds: int, min_round_window: Any) -> None:
         """Re-run what failed transiently in a follow-up round, when retries and time allow; else finish."""
-        custom_ids = transient_custom_ids(self.folder / RESULTS_FILE)
+        custom_ids = self.transient if self.transient is not None else transient_custom_ids(self.folder / RESULTS_FILE)
         verdict = self.lifecycle.round_verdict(
             len(custom_ids), utc_now(), retry_rounds=retry_rounds, min_round_window=min_round_window
         )
@@ -193,26 +211,42 @@ class BatchRun:
 
     # -- landing ---------------------------------------------------------------------------
 
-    def land_round(self, step: LandRound) -> ResultTally:
-        """Land one round: the first into the results file, a follow-up merged over the rows it re-ran."""
+    def land_round(self, step: LandRound, record: bool = True) -> ResultTally:
+        """Land one round: the first into the results file, a follow-up merged over the rows it re-ran.
+
+        :param step: the round and its batches.
+        :param record: whether the round now counts as landed (not when some of its parts were never created).
+        """
         results_path = self.folder / RESULTS_FILE
         target = results_path if step.round == 0 else self.folder / f"results.round{step.round}.jsonl"
+        transient: set[str] = set()
+        validate = self.row_transform
+
+        def inspect(row: ResultRow) -> ResultRow:
+            if validate is not None:
+                row = validate(row)
+            if is_transient(row):
+                transient.add(row.custom_id)
+            return row
+
         report = land_results(
             step.batch_ids,
             self._open_results,
             target,
             transient_errors=RESULT_STREAM_ERRORS,
             unavailable_errors=(anthropic.NotFoundError,),
-            transform=self.row_transform,
+            transform=inspect,
         )
+        self.transient = transient
         self._check_ids(report.id_digest_by_batch, target)
         if report.stream_retries:
             self.log.warning(
                 "The results stream broke %d time(s); no row was lost or written twice.", report.stream_retries
             )
         self.tally = report.tally if step.round == 0 else merge_round(results_path, target)
-        self.lifecycle.landed(step.round, utc_now())
-        self.save()
+        if record:
+            self.lifecycle.landed(step.round, utc_now())
+            self.save()
         return self.tally
 
     def _open_results(self, batch_id: str) -> AbstractContextManager[Iterator[bytes]]:

@@ -96,13 +96,15 @@ class Lookup:
         return now - self.fetched_at < ttl
 
 
-def _refresh_with_hook(conn_id: str, batch_ids: list[str]) -> dict[str, BatchSnapshot | str]:
+def _refresh_with_hook(
+    conn_id: str, batch_ids: list[str], submitted_at: Mapping[str, float]
+) -> dict[str, BatchSnapshot | str]:
     """One refresh of a connection's batches (a list page, retrieve for the rest), errors as text."""
     from airflow_provider_claude_batch.hooks.claude import ClaudeHook
     from airflow_provider_claude_batch.hooks.poller import refresh_statuses
 
     hook = ClaudeHook(conn_id, timeout=LOOKUP_TIMEOUT_SECONDS, max_retries=0)
-    looks = refresh_statuses(hook, batch_ids)
+    looks = refresh_statuses(hook, batch_ids, dict(submitted_at))
     return {batch_id: look.snapshot or str(look.message) for batch_id, look in looks.items()}
 
 
@@ -110,20 +112,29 @@ def _refresh_with_hook(conn_id: str, batch_ids: list[str]) -> dict[str, BatchSna
 class BatchStatusCache:
     """Live batch status with a short cache, one refresh per connection; errors come back as text.
 
-    :param refresh: ``(conn_id, batch_ids) -> {batch_id: BatchSnapshot or a message}``; defaults to
-        :func:`~airflow_provider_claude_batch.hooks.poller.refresh_statuses` (the shared poller's calls).
+    :param refresh: ``(conn_id, batch_ids, submitted_at) -> {batch_id: BatchSnapshot or a message}``;
+        defaults to :func:`~airflow_provider_claude_batch.hooks.poller.refresh_statuses` (the shared
+        poller's calls). ``submitted_at`` maps batch ids to when they were submitted (epoch seconds),
+        so a 404 right after a submission reads "not visible yet", not "not found".
     :param clock: seconds, monotonic (tests pass a fake).
     :param max_workers: connections refreshed at once.
     """
 
-    refresh: Callable[[str, list[str]], Mapping[str, BatchSnapshot | str]] = _refresh_with_hook
+    refresh: Callable[[str, list[str], Mapping[str, float]], Mapping[str, BatchSnapshot | str]] = _refresh_with_hook
     clock: Callable[[], float] = time.monotonic
     max_workers: int = MAX_CONCURRENT_LOOKUPS
     _entries: dict[tuple[str, str], Lookup] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def lookup_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Lookup]:
-        """The status of every ``(conn_id, batch_id)``, from the cache when fresh, else from the API."""
+    def lookup_many(
+        self, keys: Iterable[tuple[str, str]], submitted_at: Mapping[str, float] | None = None
+    ) -> dict[tuple[str, str], Lookup]:
+        """The status of every ``(conn_id, batch_id)``, from the cache when fresh, else from the API.
+
+        :param keys: the batches to show.
+        :param submitted_at: when each batch id was submitted (epoch seconds), where known.
+        """
+        hints = submitted_at or {}
         wanted = list(dict.fromkeys(keys))
         now = self.clock()
         with self._lock:
@@ -134,7 +145,8 @@ class BatchStatusCache:
                 by_conn.setdefault(conn_id, []).append(batch_id)
         if by_conn:
             with ThreadPoolExecutor(max_workers=max(1, min(self.max_workers, len(by_conn)))) as pool:
-                for fetched in pool.map(self._fetch, by_conn.items()):
+                jobs = [(conn_id, ids, {b: hints[b] for b in ids if b in hints}) for conn_id, ids in by_conn.items()]
+                for fetched in pool.map(self._fetch, jobs):
                     result.update(fetched)
             with self._lock:
                 self._entries.update({key: result[key] for key in result if key[0] in by_conn})
@@ -144,10 +156,10 @@ class BatchStatusCache:
                     del self._entries[key]
         return result
 
-    def _fetch(self, item: tuple[str, list[str]]) -> dict[tuple[str, str], Lookup]:
-        conn_id, batch_ids = item
+    def _fetch(self, job: tuple[str, list[str], dict[str, float]]) -> dict[tuple[str, str], Lookup]:
+        conn_id, batch_ids, submitted_at = job
         try:
-            outcomes = self.refresh(conn_id, batch_ids)
+            outcomes = self.refresh(conn_id, batch_ids, submitted_at)
         except Exception as error:  # shown in the rows: one bad connection must not break the page
             from airflow_provider_claude_batch.hooks.api_errors import api_error_summary
 
@@ -363,6 +375,12 @@ def build_row(record: TaskRecord, lookups: Mapping[tuple[str, str], Lookup], now
 def build_rows(records: Iterable[TaskRecord], cache: BatchStatusCache, now: datetime | None = None) -> list[dict]:
     """Rows for ``records``, looking every batch up once (through ``cache``)."""
     records = list(records)
-    lookups = cache.lookup_many((r.conn_id, b) for r in records for b in r.batch_ids)
+    submitted_at = {
+        batch_id: moment.timestamp()
+        for record in records
+        if (moment := _parse(record.submitted_at)) is not None
+        for batch_id in record.batch_ids
+    }
+    lookups = cache.lookup_many(((r.conn_id, b) for r in records for b in r.batch_ids), submitted_at)
     moment = now or datetime.now(timezone.utc)
     return [build_row(record, lookups, moment) for record in records]
