@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_provider_claude_batch.validation.checker import RequestChecker, encode
+from airflow_provider_claude_batch.validation.models import ModelUse
 
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_REQUESTS_PER_BATCH = 100_000
@@ -161,15 +162,6 @@ def custom_id_problem(custom_id: Any) -> str | None:
             f"(^[a-zA-Z0-9_-]{{1,64}}$); for example {suggestion!r}"
         )
     return None
-
-
-@dataclass
-class ModelUse:
-    """Where a model is used: the first request naming it (index, custom id) and how many do."""
-
-    index: int
-    custom_id: str
-    count: int = 1
 
 
 @dataclass
@@ -394,9 +386,9 @@ def prepare_requests(
         if verdict.model is not None:
             use = prepared.models.get(verdict.model)
             if use is None:
-                prepared.models[verdict.model] = ModelUse(index, custom_id)
-            else:
-                use.count += 1
+                use = prepared.models[verdict.model] = ModelUse(index, custom_id, 0)
+            use.count += 1
+            use.max_tokens = max(use.max_tokens, verdict.max_tokens)
     if total == 0:
         problems.append(RequestProblem(0, None, "there are no requests; a batch needs at least one"))
     if problems:

@@ -7,7 +7,7 @@ import contextlib
 import os
 import time
 import weakref
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -17,7 +17,16 @@ from airflow.sdk import BaseHook
 from anthropic.types import Message
 from anthropic.types.messages import MessageBatch
 
+from airflow_provider_claude_batch.connection_errors import (
+    ClaudeConnectionError,
+    ConnectionTarget,
+    base_url_problem,
+    explain,
+    explain_in_place,
+    missing_key_message,
+)
 from airflow_provider_claude_batch.requests import PreparedRequests
+from airflow_provider_claude_batch.validation.models import ModelCatalog
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
 DEFAULT_TIMEOUT_SECONDS = 600.0
@@ -46,6 +55,7 @@ class ClientSettings:
     max_retries: int
     default_model: str
     workspace_id: str | None = None
+    betas: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the key, even in a debugger or a traceback
         return (
@@ -59,8 +69,13 @@ class ClientSettings:
             kwargs["api_key"] = self.api_key
         if self.base_url:
             kwargs["base_url"] = self.base_url
+        headers = {}
         if self.workspace_id:
-            kwargs["default_headers"] = {"anthropic-workspace-id": self.workspace_id}
+            headers["anthropic-workspace-id"] = self.workspace_id
+        if self.betas:
+            headers["anthropic-beta"] = ",".join(self.betas)
+        if headers:
+            kwargs["default_headers"] = headers
         return kwargs
 
 
@@ -85,6 +100,8 @@ _UNCERTAIN_CREATE_ERRORS = (
     anthropic.RateLimitError,
     anthropic.InternalServerError,
 )
+# The Models API's answer per connection and base URL, fetched once per process (None: it could not tell).
+_model_catalogs: dict[tuple[str, str | None], ModelCatalog | None] = {}
 
 
 class ClaudeHook(BaseHook):
@@ -97,6 +114,7 @@ class ClaudeHook(BaseHook):
     :param claude_conn_id: the Airflow connection id, ``claude_default`` unless told otherwise.
     :param timeout: overrides the connection's request timeout, in seconds.
     :param max_retries: overrides the connection's SDK retry count.
+    :param betas: ``anthropic-beta`` values sent with every call (e.g. ``output-300k-2026-03-24``).
     """
 
     conn_name_attr = "claude_conn_id"
@@ -110,11 +128,13 @@ class ClaudeHook(BaseHook):
         *,
         timeout: float | None = None,
         max_retries: int | None = None,
+        betas: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.claude_conn_id = claude_conn_id
         self._timeout_override = timeout
         self._max_retries_override = max_retries
+        self._betas = tuple(betas)
 
     def _settings_from(self, conn: Any) -> ClientSettings:
         extras = conn.extra_dejson
@@ -135,6 +155,7 @@ class ClaudeHook(BaseHook):
             max_retries=max_retries,
             default_model=extras.get("model") or DEFAULT_MODEL,
             workspace_id=extras.get("workspace_id") or None,
+            betas=self._betas,
         )
 
     @cached_property
@@ -152,13 +173,37 @@ class ClaudeHook(BaseHook):
     def default_model(self) -> str:
         return self.settings.default_model
 
+    @property
+    def target(self) -> ConnectionTarget:
+        """The connection and base URL, as every connection error names them."""
+        return ConnectionTarget(self.claude_conn_id, self.settings.base_url)
+
+    def _usable(self, settings: ClientSettings) -> ClientSettings:
+        """``settings``, or the connection error saying what to fix before any call is made."""
+        target = ConnectionTarget(self.claude_conn_id, settings.base_url)
+        if not settings.api_key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            raise ClaudeConnectionError(missing_key_message(target))
+        problem = base_url_problem(target)
+        if problem:
+            raise ClaudeConnectionError(problem)
+        return settings
+
+    @contextlib.contextmanager
+    def explained_errors(self) -> Iterator[None]:
+        """Re-raise connection-level API errors (key, permission, host) in the shared wording."""
+        try:
+            yield
+        except anthropic.APIError as error:
+            explain_in_place(error, self.target)
+            raise
+
     def get_conn(self) -> anthropic.Anthropic:
         """The synchronous client, built once per hook."""
         return self._client
 
     @cached_property
     def _client(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(**self.settings.client_kwargs())
+        return anthropic.Anthropic(**self._usable(self.settings).client_kwargs())
 
     async def get_async_conn(self, max_retries: int | None = None) -> anthropic.AsyncAnthropic:
         """The asynchronous client, shared by every hook with the same settings on this event loop.
@@ -166,7 +211,7 @@ class ClaudeHook(BaseHook):
         :param max_retries: overrides the SDK retry count (triggers pass 0 and back off themselves,
             because the SDK honours any ``retry-after``, however long, inside one call).
         """
-        settings = await self.asettings()
+        settings = self._usable(await self.asettings())
         if max_retries is not None:
             settings = replace(settings, max_retries=max_retries)
         per_loop = _async_clients.setdefault(asyncio.get_running_loop(), {})
@@ -179,16 +224,39 @@ class ClaudeHook(BaseHook):
         """List one batch: free, and proves the key, the base URL and batch access in one call."""
         try:
             self.get_conn().messages.batches.list(limit=1)
-        except anthropic.AuthenticationError:
-            return False, "The API key was rejected (401). Check the connection's password."
-        except anthropic.PermissionDeniedError:
-            return False, "The API key may not use the Message Batches API (403)."
-        except anthropic.APIConnectionError as error:
-            where = self.settings.base_url or "https://api.anthropic.com"
-            return False, f"Could not reach {where}: {type(error).__name__}."
-        except anthropic.APIStatusError as error:
-            return False, f"The API answered {error.status_code}: {_error_message(error)}"
-        return True, f"Connected to {self.settings.base_url or 'https://api.anthropic.com'}."
+        except (anthropic.APIError, ClaudeConnectionError) as error:
+            explained = explain(error, self.target)
+            if explained is not None:
+                return False, explained
+            return False, f"{self.target}: the API answered {api_error_summary(error)}: {error}"
+        return True, f"Connected to {self.target.url}."
+
+    def available_models(self) -> ModelCatalog | None:
+        """The models this API key can use (``GET /v1/models``), asked once per connection per process.
+
+        ``None`` when the Models API cannot tell (forbidden, missing, slow, failing): the caller warns
+        and goes on. A rejected key or an unreachable host raises, in the shared wording.
+        """
+        key = (self.claude_conn_id, self.settings.base_url)
+        if key not in _model_catalogs:
+            try:
+                _model_catalogs[key] = ModelCatalog.from_api(self.get_conn().models.list(limit=1000))
+            except (anthropic.AuthenticationError, anthropic.APIConnectionError) as error:
+                if isinstance(error, anthropic.APITimeoutError) or not explain(error, self.target):
+                    return self._models_unknown(key, error)
+                explain_in_place(error, self.target)
+                raise
+            except anthropic.APIError as error:
+                return self._models_unknown(key, error)
+        return _model_catalogs[key]
+
+    def _models_unknown(self, key: tuple[str, str | None], error: anthropic.APIError) -> None:
+        self.log.warning(
+            "The Models API of %s could not list the models (%s); model ids are not checked before submitting.",
+            self.target,
+            api_error_summary(error),
+        )
+        _model_catalogs[key] = None
 
     # -- Message Batches -------------------------------------------------------------------
 
@@ -238,17 +306,18 @@ class ClaudeHook(BaseHook):
                 )
                 time.sleep(delay)
             try:
-                return client.post(
-                    "/v1/messages/batches",
-                    cast_to=MessageBatch,
-                    content=prepared.body_chunks(),
-                    options={
-                        "headers": {
-                            "Content-Type": "application/json",
-                            "Content-Length": str(prepared.body_size),
-                        }
-                    },
-                )
+                with self.explained_errors():
+                    return client.post(
+                        "/v1/messages/batches",
+                        cast_to=MessageBatch,
+                        content=prepared.body_chunks(),
+                        options={
+                            "headers": {
+                                "Content-Type": "application/json",
+                                "Content-Length": str(prepared.body_size),
+                            }
+                        },
+                    )
             except _UNCERTAIN_CREATE_ERRORS as error:
                 last_error = error
         raise BatchCreateError(
@@ -258,7 +327,8 @@ class ClaudeHook(BaseHook):
 
     def newest_batch_id(self) -> str | None:
         """The most recently created batch of the workspace: the marker a create is compared against."""
-        page = self.get_conn().messages.batches.list(limit=1)
+        with self.explained_errors():
+            page = self.get_conn().messages.batches.list(limit=1)
         return page.data[0].id if page.data else None
 
     def find_created_batch(
@@ -272,21 +342,25 @@ class ClaudeHook(BaseHook):
         :param after: the newest batch id seen before the create was sent (None: there was none).
         :param exclude: batch ids that are known and therefore not the lost one.
         """
-        for batch in self.get_conn().messages.batches.list(limit=100):
-            if batch.id == after:
-                return None
-            if batch.id not in exclude and _total_requests(batch) == request_count:
-                return batch
+        with self.explained_errors():
+            for batch in self.get_conn().messages.batches.list(limit=100):
+                if batch.id == after:
+                    return None
+                if batch.id not in exclude and _total_requests(batch) == request_count:
+                    return batch
         return None
 
     def retrieve_batch(self, batch_id: str) -> MessageBatch:
-        return self.get_conn().messages.batches.retrieve(batch_id)
+        with self.explained_errors():
+            return self.get_conn().messages.batches.retrieve(batch_id)
 
     def cancel_batch(self, batch_id: str) -> MessageBatch:
-        return self.get_conn().messages.batches.cancel(batch_id)
+        with self.explained_errors():
+            return self.get_conn().messages.batches.cancel(batch_id)
 
     def delete_batch(self, batch_id: str) -> None:
-        self.get_conn().messages.batches.delete(batch_id)
+        with self.explained_errors():
+            self.get_conn().messages.batches.delete(batch_id)
 
     def list_batches(self, limit: int = 20) -> Iterator[MessageBatch]:
         """Batches of this workspace, newest first, fetched page by page as they are consumed."""
@@ -295,7 +369,10 @@ class ClaudeHook(BaseHook):
     @contextlib.contextmanager
     def stream_results(self, batch_id: str) -> Iterator[Iterator[bytes]]:
         """The results JSONL of an ended batch as raw byte chunks, never held whole in memory."""
-        with self.get_conn().messages.batches.with_streaming_response.results(batch_id) as response:
+        with (
+            self.explained_errors(),
+            self.get_conn().messages.batches.with_streaming_response.results(batch_id) as response,
+        ):
             yield response.iter_bytes(RESULTS_CHUNK_BYTES)
 
     async def aretrieve_batch(self, batch_id: str) -> MessageBatch:
@@ -341,7 +418,12 @@ def _describe(error: Exception | None) -> str:
 
 
 def api_error_summary(error: BaseException) -> str:
-    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data."""
+    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data.
+
+    A connection problem already put in the shared wording (:mod:`~.connection_errors`) is that wording.
+    """
+    if isinstance(error, ClaudeConnectionError) or getattr(error, "connection_problem", False):
+        return str(error)
     if isinstance(error, anthropic.APIStatusError):
         return f"HTTP {error.status_code} {type(error).__name__}"
     return type(error).__name__

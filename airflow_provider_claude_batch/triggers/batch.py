@@ -12,6 +12,7 @@ from typing import Any
 import anthropic
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_provider_claude_batch.connection_errors import ConnectionTarget, explain
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook, api_error_summary, retry_after_seconds
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
@@ -144,7 +145,8 @@ class ClaudeBatchTrigger(BaseTrigger):
                     transient = answer
                     continue
                 if isinstance(answer, BaseException):
-                    yield self._event("error", snapshots, polls, _permanent_error_message(batch_id, answer))
+                    target = ConnectionTarget(self.claude_conn_id, str(client.base_url).rstrip("/"))
+                    yield self._event("error", snapshots, polls, _permanent_error_message(batch_id, answer, target))
                     return
                 snapshot = BatchSnapshot.from_batch(answer)
                 snapshots[batch_id] = snapshot
@@ -226,14 +228,15 @@ class ClaudeBatchTrigger(BaseTrigger):
                 self.log.warning("Task killed; could not cancel Claude batch %s: %s", batch_id, reason)
 
 
-def _permanent_error_message(batch_id: str, error: BaseException) -> str:
+def _permanent_error_message(batch_id: str, error: BaseException, target: ConnectionTarget) -> str:
+    explained = explain(error, target)
+    if explained is not None:
+        return f"{explained} (While waiting for batch {batch_id}.)"
     if isinstance(error, anthropic.NotFoundError):
         return (
-            f"Batch {batch_id} was not found (404): it was deleted, or the connection points at another "
+            f"Batch {batch_id} was not found (404): it was deleted, or {target} points at another "
             "workspace or base URL than the one that created it."
         )
-    if isinstance(error, anthropic.AuthenticationError):
-        return f"The API key was rejected (401) while waiting for batch {batch_id}; check the connection."
     return f"Waiting for batch {batch_id} failed: {api_error_summary(error)}: {error}"
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import msgspec
 
-from airflow_provider_claude_batch.validation.models import ModelCatalog
-from airflow_provider_claude_batch.validation.rules import RuleContext, check_rules
+from airflow_provider_claude_batch.validation.models import ModelCatalog, RuleContext
+from airflow_provider_claude_batch.validation.rules import check_rules
 from airflow_provider_claude_batch.validation.schema import message_params_view, validate
 
 # Keys whose string values are free text: their content never changes a verdict.
@@ -78,12 +78,14 @@ class Verdict:
     :param native: plain JSON, so :func:`encode` may use msgspec.
     :param model: the model the request names, when it names one.
     :param fast: the request asks for fast mode (a routing question, see ``policy.py``).
+    :param max_tokens: the request's ``max_tokens`` (0 when it has none that is valid).
     """
 
     problems: tuple[str, ...]
     native: bool
     model: str | None
     fast: bool
+    max_tokens: int = 0
 
 
 class RequestChecker:
@@ -122,8 +124,14 @@ class RequestChecker:
         issues, explained = check_rules(params, self.context)
         schema_issues = [issue for issue in validate(self._view, params) if issue.path not in explained]
         problems = tuple(dict.fromkeys(str(issue) for issue in [*issues, *schema_issues]))
-        model = params.get("model")
-        return Verdict(problems, native, model if isinstance(model, str) else None, params.get("speed") == "fast")
+        model, max_tokens = params.get("model"), params.get("max_tokens")
+        return Verdict(
+            problems,
+            native,
+            model if isinstance(model, str) else None,
+            params.get("speed") == "fast",
+            max_tokens if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) else 0,
+        )
 
 
 def encode(request: dict[str, Any], verdict: Verdict, fallback: Any) -> bytes:

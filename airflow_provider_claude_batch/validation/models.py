@@ -146,3 +146,64 @@ def offline_model_problem(model: str) -> str | None:
     if match is None:
         return None
     return f"model {model!r} is not a known model id; did you mean {match!r}?"
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """Where requests go.
+
+    :param batch: the Message Batches API (else the Messages API).
+    :param betas: the ``anthropic-beta`` values the task sends.
+    :param catalog: the Models API's list for this key, once fetched.
+    """
+
+    batch: bool = True
+    betas: frozenset[str] = frozenset()
+    catalog: ModelCatalog | None = None
+
+
+def output_limit_problem(model: str, max_tokens: int, context: RuleContext) -> str | None:
+    """Why ``max_tokens`` is more than ``model`` can produce where the request goes, with the fix."""
+    limit = output_limit(model, context.catalog)
+    if limit is None or max_tokens <= limit:
+        return None
+    facts = facts_for(model)
+    beta_ok = facts is not None and facts.output_300k and max_tokens <= OUTPUT_300K_TOKENS
+    if beta_ok and context.batch and OUTPUT_300K_BETA in context.betas:
+        return None
+    if beta_ok and context.batch:
+        fix = f"lower it, or send the batch beta: betas=[{OUTPUT_300K_BETA!r}] (up to {OUTPUT_300K_TOKENS:,})"
+    elif beta_ok:
+        fix = (
+            f"lower it, or use ClaudeBatchOperator with betas=[{OUTPUT_300K_BETA!r}] "
+            f"(batch-only, up to {OUTPUT_300K_TOKENS:,})"
+        )
+    else:
+        fix = "lower it"
+    return f"{max_tokens:,} is over {model}'s output limit of {limit:,}; {fix}"
+
+
+@dataclass
+class ModelUse:
+    """Where requests name a model: the first of them (index, custom id), how many, the largest max_tokens."""
+
+    index: int
+    custom_id: str
+    count: int = 1
+    max_tokens: int = 0
+
+
+def catalog_problems(uses: Mapping[str, ModelUse], context: RuleContext) -> list[tuple[ModelUse, str]]:
+    """What the Models API's list says is wrong with the models the requests use (by first use)."""
+    assert context.catalog is not None
+    problems = []
+    for model, use in uses.items():
+        problem = unknown_model_problem(model, context.catalog)
+        if problem is None and use.max_tokens:
+            problem = output_limit_problem(model, use.max_tokens, context)
+            if problem:
+                problem = f"max_tokens {problem}"
+        if problem:
+            others = f" ({use.count:,} requests use {model!r})" if use.count > 1 else ""
+            problems.append((use, problem + others))
+    return problems

@@ -17,17 +17,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_claude_batch.validation.models import (
     INTERLEAVED_THINKING_BETA,
-    OUTPUT_300K_BETA,
-    OUTPUT_300K_TOKENS,
-    ModelCatalog,
+    RuleContext,
     facts_for,
     offline_model_problem,
-    output_limit,
+    output_limit_problem,
 )
 from airflow_provider_claude_batch.validation.schema import Issue
 from airflow_provider_claude_batch.validation.suggest import did_you_mean
@@ -35,20 +32,6 @@ from airflow_provider_claude_batch.validation.suggest import did_you_mean
 MIN_THINKING_BUDGET = 1024
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _FORCED_TOOL_CHOICES = ("any", "tool")
-
-
-@dataclass(frozen=True)
-class RuleContext:
-    """Where the request goes.
-
-    :param batch: the Message Batches API (else the Messages API).
-    :param betas: the ``anthropic-beta`` values the task sends.
-    :param catalog: the Models API's list for this key, once fetched.
-    """
-
-    batch: bool = True
-    betas: frozenset[str] = frozenset()
-    catalog: ModelCatalog | None = None
 
 
 def check_rules(params: Mapping[str, Any], context: RuleContext) -> tuple[list[Issue], set[str]]:
@@ -314,22 +297,7 @@ def _output(params: Mapping[str, Any], context: RuleContext) -> list[Issue]:
                         "max_tokens; raise max_tokens or lower the budget",
                     )
                 )
-    limit = output_limit(model, context.catalog)
-    if limit is None or max_tokens <= limit:
-        return issues
-    facts = facts_for(model)
-    beta_ok = facts is not None and facts.output_300k
-    if context.batch and beta_ok and OUTPUT_300K_BETA in context.betas and max_tokens <= OUTPUT_300K_TOKENS:
-        return issues
-    if beta_ok and context.batch and max_tokens <= OUTPUT_300K_TOKENS:
-        fix = f"lower it, or send the batch beta: betas=[{OUTPUT_300K_BETA!r}] (up to {OUTPUT_300K_TOKENS:,})"
-    elif beta_ok and max_tokens <= OUTPUT_300K_TOKENS:
-        fix = (
-            f"lower it, or use ClaudeBatchOperator with betas=[{OUTPUT_300K_BETA!r}] "
-            f"(batch-only, up to {OUTPUT_300K_TOKENS:,})"
-        )
-    else:
-        fix = "lower it"
-    ceiling = OUTPUT_300K_TOKENS if context.batch and beta_ok and OUTPUT_300K_BETA in context.betas else limit
-    issues.append(Issue("max_tokens", f"{max_tokens:,} is over {model}'s output limit of {ceiling:,}; {fix}"))
+    problem = output_limit_problem(model, max_tokens, context)
+    if problem:
+        issues.append(Issue("max_tokens", problem))
     return issues
