@@ -89,7 +89,7 @@ def whole_number(name: str, value: Any, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+        raise ValueError(f"{name} must be a whole number of at least {minimum}, got {value}")
     return value
 
 
@@ -118,8 +118,10 @@ def batch_ids(value: Any) -> list[str]:
     if isinstance(value, str) and value.strip().startswith("["):
         value = _list_literal(value)
     ids = [value] if isinstance(value, str) else value
-    if not isinstance(ids, (list, tuple)) or not ids:
-        raise TypeError(f"batch_ids must be a batch id or a non-empty list of them, got {value!r}")
+    if not isinstance(ids, (list, tuple)):
+        raise TypeError(f"batch_ids must be a batch id or a list of them, got {type(value).__name__} {value!r}")
+    if not ids:
+        raise ValueError("batch_ids needs at least one batch id, got an empty list")
     for batch_id in ids:
         if not isinstance(batch_id, str) or not batch_id.strip():
             raise TypeError(f"batch_ids must hold batch id strings, got {batch_id!r} in {value!r}")
@@ -160,10 +162,10 @@ def betas(value: Any, known: Iterable[str]) -> tuple[str, ...]:
 
 def installed_filesystems(extra: Iterable[str] = ()) -> list[str]:
     """URI schemes ``ObjectStoragePath`` can open here: local files, ``extra`` (Airflow providers'), fsspec's."""
-    import fsspec.registry
+    from fsspec.registry import known_implementations, registry
 
-    schemes = {"file", "local", *extra, *fsspec.registry.registry}
-    for scheme, spec in fsspec.registry.known_implementations.items():
+    schemes = {"file", "local", *extra, *registry}
+    for scheme, spec in known_implementations.items():
         module = spec["class"].split(".")[0]
         if importlib.util.find_spec(module) is not None:
             schemes.add(scheme)
@@ -179,9 +181,9 @@ def results_uri(value: Any, installed: Collection[str]) -> str | None:
     scheme = urlsplit(value).scheme
     if scheme in _LOCAL_SCHEMES or scheme in installed or len(scheme) == 1:  # "C:/..." is a local path
         return value
-    import fsspec.registry
+    from fsspec.registry import known_implementations
 
-    known = fsspec.registry.known_implementations.get(scheme)
+    known = known_implementations.get(scheme)
     need = f"; it needs {known['err']}" if known and known.get("err") else ""
     hint = did_you_mean(scheme, installed)
     raise ValueError(
