@@ -389,6 +389,7 @@ def prepare_requests(
                 use = prepared.models[verdict.model] = ModelUse(index, custom_id, 0)
             use.count += 1
             use.max_tokens = max(use.max_tokens, verdict.max_tokens)
+            use.input_bytes += len(encoded)
     if total == 0:
         problems.append(RequestProblem(0, None, "there are no requests; a batch needs at least one"))
     if problems:

@@ -185,12 +185,13 @@ def output_limit_problem(model: str, max_tokens: int, context: RuleContext) -> s
 
 @dataclass
 class ModelUse:
-    """Where requests name a model: the first of them (index, custom id), how many, the largest max_tokens."""
+    """Where requests name a model: the first (index, custom id), how many, their largest max_tokens and bytes."""
 
     index: int
     custom_id: str
     count: int = 1
     max_tokens: int = 0
+    input_bytes: int = 0
 
 
 def catalog_problems(uses: Mapping[str, ModelUse], context: RuleContext) -> list[tuple[ModelUse, str]]:
