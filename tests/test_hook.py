@@ -47,7 +47,9 @@ def test_connection_test_reports_a_rejected_key_without_echoing_it(claude_emulat
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri(claude_emulator.url))
     ok, message = ClaudeHook().test_connection()
     assert not ok
-    assert message.startswith(f"Claude connection 'claude_default' ({claude_emulator.url}): the API key was rejected (401")
+    assert message.startswith(
+        f"Claude connection 'claude_default' ({claude_emulator.url}): the API key was rejected (401"
+    )
     assert "Put a valid key in the connection's Password field (or ANTHROPIC_API_KEY)" in message
     assert TEST_API_KEY not in message
 
