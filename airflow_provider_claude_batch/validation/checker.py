@@ -18,6 +18,7 @@ This module imports nothing from Airflow.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,12 @@ TEXT_KEYS = frozenset({"content", "text", "system", "data", "description", "thin
 MAX_SHAPES = 2048
 _TEXT = "\x00text"  # non-blank, ends in non-whitespace
 _TEXT_PADDED = "\x00text+ws"  # non-blank, ends in whitespace
-_encode_native = msgspec.json.Encoder().encode
+_ENCODER = msgspec.json.Encoder()
+_encode_native = _ENCODER.encode
+# encode() hands back bytes with its growth headroom still allocated (about half a request each,
+# 10 MB over 100,000 requests, measured in benchmarks/); encoding into a buffer and copying out
+# the exact bytes does not. One buffer per thread: prepare_requests may run in several.
+_buffers = threading.local()
 
 
 class _NotPlainJSON(Exception):
@@ -137,5 +143,9 @@ class RequestChecker:
 def encode(request: dict[str, Any], verdict: Verdict, fallback: Any) -> bytes:
     """``request`` as the SDK would serialise it: msgspec for plain JSON, else ``fallback``."""
     if verdict.native and type(request.get("custom_id")) is str:
-        return _encode_native(request)
+        buffer = getattr(_buffers, "buffer", None)
+        if buffer is None:
+            buffer = _buffers.buffer = bytearray()
+        _ENCODER.encode_into(request, buffer)
+        return bytes(buffer)
     return fallback(request)
