@@ -24,6 +24,19 @@ def dag_file(folder, name, body):
     (folder / f"{name}.py").write_text(HEADER + textwrap.dedent(body))
 
 
+def run_one(dag_id, tmp_path, **kwargs):
+    """Run one ClaudeBatchOperator task against the emulator; its manifest."""
+    from airflow.sdk import DAG
+
+    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+
+    with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1)) as dag:
+        ClaudeBatchOperator(
+            task_id="t", min_poll_interval=0.05, max_poll_interval=0.2, results_uri=f"file://{tmp_path}/out", **kwargs
+        )
+    return run_dag(dag).xcom("t")
+
+
 def test_the_example_dags_pass(capsys):
     assert main(["check", str(REPO_ROOT / "dags_examples")]) == 0
     out = capsys.readouterr().out
@@ -96,10 +109,7 @@ def test_a_folder_of_broken_dags_lists_each_problem_and_exits_1(tmp_path, capsys
 
 
 def test_the_quote_is_an_upper_bound_of_what_a_run_costs(tmp_path, claude_conn, airflow_db):
-    from airflow.sdk import DAG
-
     from airflow_provider_claude_batch.dag_check import check_path
-    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
 
     requests = [f"Summarise ticket {i} in one sentence." for i in range(5)]
     dag_file(
@@ -111,40 +121,17 @@ def test_the_quote_is_an_upper_bound_of_what_a_run_costs(tmp_path, claude_conn, 
         """,
     )
     [task] = check_path(tmp_path).tasks
-    with DAG("quoted_run", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-        ClaudeBatchOperator(
-            task_id="t",
-            requests=requests,
-            model="claude-sonnet-4-6",
-            max_tokens=64,
-            min_poll_interval=0.05,
-            max_poll_interval=0.2,
-            results_uri=f"file://{tmp_path}/out",
-        )
-    manifest = run_dag(dag).xcom("t")
+    manifest = run_one("quoted_run", tmp_path, requests=requests, model="claude-sonnet-4-6", max_tokens=64)
     assert 0 < manifest["cost"]["batch_usd"] <= float(task.quote_usd)
     assert manifest["usage"]["input_tokens"] <= task.input_tokens_at_most
 
 
 @pytest.mark.usefixtures("airflow_db")
 def test_a_model_without_a_price_warns_instead_of_a_silent_zero(claude_conn, tmp_path, capfd):
-    from airflow.sdk import DAG
-
     from airflow_provider_claude_batch.hooks import claude
-    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
 
     claude._model_catalogs.clear()
-    with DAG("unpriced", schedule=None, start_date=datetime(2026, 1, 1)) as dag:
-        ClaudeBatchOperator(
-            task_id="t",
-            requests=["a"],
-            model="claude-haiku-5-5",
-            max_tokens=32,
-            min_poll_interval=0.05,
-            max_poll_interval=0.2,
-            results_uri=f"file://{tmp_path}/out",
-        )
-    manifest = run_dag(dag).xcom("t")
+    manifest = run_one("unpriced", tmp_path, requests=["a"], model="claude-haiku-5-5", max_tokens=32)
     assert "NOT INCLUDED: the tokens of claude-haiku-5-5" in manifest["cost"]["warning"]
     out = capfd.readouterr().out
     assert "Model claude-haiku-5-5 has no price in the price table" in out
