@@ -254,3 +254,30 @@ def test_a_forbidden_models_api_warns_and_goes_on(operator, claude_emulator, cap
     prepared = operator(requests=["a"], model="claude-haiku-4-5").prepare()
     assert prepared.count == 1
     assert "could not list the models (HTTP 403 PermissionDeniedError)" in capfd.readouterr().out
+
+
+def test_the_models_api_list_takes_aliases_of_dated_ids_and_its_own_limits():
+    from airflow_provider_claude_batch.validation.models import (
+        ModelCatalog,
+        RuleContext,
+        output_limit_problem,
+        unknown_model_problem,
+    )
+
+    catalog = ModelCatalog.from_api(
+        [{"id": "claude-sonnet-4-5-20250929", "max_tokens": 64000}, {"id": "claude-next-9", "max_tokens": 1000}]
+    )
+    assert unknown_model_problem("claude-sonnet-4-5", catalog) is None
+    assert "did you mean 'claude-next-9'?" in unknown_model_problem("claude-nxt-9", catalog)
+    problem = output_limit_problem("claude-next-9", 2000, RuleContext(catalog=catalog))
+    assert problem == "2,000 is over claude-next-9's output limit of 1,000; lower it"
+
+
+def test_values_msgspec_does_not_write_fall_back_to_the_sdk_encoder():
+    from anthropic._utils._json import openapi_dumps
+
+    schema = {"type": "object", "properties": {True: {"type": "string"}}}
+    tools = [{"name": "t", "input_schema": schema}]
+    [encoded] = prepare_requests([{"custom_id": "k", "prompt": "x", "tools": tools}], DEFAULTS).encoded
+    assert b'"properties":{"true":' in encoded
+    assert encoded == openapi_dumps(json.loads(encoded))

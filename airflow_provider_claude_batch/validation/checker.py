@@ -146,6 +146,9 @@ def encode(request: dict[str, Any], verdict: Verdict, fallback: Any) -> bytes:
         buffer = getattr(_buffers, "buffer", None)
         if buffer is None:
             buffer = _buffers.buffer = bytearray()
-        _ENCODER.encode_into(request, buffer)
+        try:
+            _ENCODER.encode_into(request, buffer)
+        except (TypeError, ValueError, OverflowError):  # e.g. a dict key that is not a string
+            return fallback(request)
         return bytes(buffer)
     return fallback(request)

@@ -107,7 +107,13 @@ class ModelCatalog:
         return cls(limits)
 
     def knows(self, model: str) -> bool:
-        return model in self.max_tokens or _SNAPSHOT.sub("", model) in self.max_tokens
+        """Listed, as itself or as the alias of a dated id (``claude-sonnet-4-5`` for ``...-20250929``).
+
+        An id the installed SDK names counts as known too: the list may give only dated ids, and a
+        false alarm would stop a run the API would accept.
+        """
+        undated = {_SNAPSHOT.sub("", model_id) for model_id in self.max_tokens}
+        return model in self.max_tokens or _SNAPSHOT.sub("", model) in undated or model in offline_model_ids()
 
 
 def output_limit(model: str, catalog: ModelCatalog | None) -> int | None:
