@@ -45,6 +45,18 @@ def missing_key_message(target: ConnectionTarget) -> str:
     )
 
 
+def settings_problem(target: ConnectionTarget, *, has_key: bool) -> str | None:
+    """What makes the connection unusable before anything is sent: no key, or a wrong base URL."""
+    return base_url_problem(target) if has_key else missing_key_message(target)
+
+
+def stops_every_call(error: BaseException) -> bool:
+    """A rejected key or an unreachable host: every other call would fail the same way."""
+    if isinstance(error, anthropic.APIStatusError):
+        return isinstance(error, anthropic.AuthenticationError) and _speaks_anthropic(error)
+    return isinstance(error, anthropic.APIConnectionError) and not isinstance(error, anthropic.APITimeoutError)
+
+
 def base_url_problem(target: ConnectionTarget) -> str | None:
     """What is wrong with the base URL itself, before anything is sent; ``None`` when it looks right."""
     if target.base_url is None:
@@ -60,12 +72,20 @@ def base_url_problem(target: ConnectionTarget) -> str | None:
     return None
 
 
+def api_message(error: anthropic.APIStatusError) -> str:
+    """The message of the API's error envelope, else the SDK's."""
+    body = error.body
+    inner = body.get("error") if isinstance(body, Mapping) else None
+    if isinstance(inner, Mapping) and inner.get("message"):
+        return str(inner["message"])
+    return error.message
+
+
 def _api_message(error: anthropic.APIStatusError) -> str:
     body = error.body
-    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
-        inner = body["error"]
-        return f"{inner.get('type', 'error')}: {inner.get('message', '')}".rstrip(": ")
-    return error.message
+    inner = body.get("error") if isinstance(body, Mapping) else None
+    kind = inner.get("type") if isinstance(inner, Mapping) else None
+    return f"{kind}: {api_message(error)}" if kind else api_message(error)
 
 
 def _speaks_anthropic(error: anthropic.APIStatusError) -> bool:

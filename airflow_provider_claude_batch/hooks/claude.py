@@ -20,10 +20,11 @@ from anthropic.types.messages import MessageBatch
 from airflow_provider_claude_batch.connection_errors import (
     ClaudeConnectionError,
     ConnectionTarget,
-    base_url_problem,
+    api_message,
     explain,
     explain_in_place,
-    missing_key_message,
+    settings_problem,
+    stops_every_call,
 )
 from airflow_provider_claude_batch.requests import PreparedRequests
 from airflow_provider_claude_batch.validation.models import ModelCatalog
@@ -180,10 +181,8 @@ class ClaudeHook(BaseHook):
 
     def _usable(self, settings: ClientSettings) -> ClientSettings:
         """``settings``, or the connection error saying what to fix before any call is made."""
-        target = ConnectionTarget(self.claude_conn_id, settings.base_url)
-        if not settings.api_key and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-            raise ClaudeConnectionError(missing_key_message(target))
-        problem = base_url_problem(target)
+        has_key = bool(settings.api_key or os.environ.get("ANTHROPIC_AUTH_TOKEN"))
+        problem = settings_problem(ConnectionTarget(self.claude_conn_id, settings.base_url), has_key=has_key)
         if problem:
             raise ClaudeConnectionError(problem)
         return settings
@@ -241,22 +240,17 @@ class ClaudeHook(BaseHook):
         if key not in _model_catalogs:
             try:
                 _model_catalogs[key] = ModelCatalog.from_api(self.get_conn().models.list(limit=1000))
-            except (anthropic.AuthenticationError, anthropic.APIConnectionError) as error:
-                if isinstance(error, anthropic.APITimeoutError) or not explain(error, self.target):
-                    return self._models_unknown(key, error)
-                explain_in_place(error, self.target)
-                raise
             except anthropic.APIError as error:
-                return self._models_unknown(key, error)
+                if stops_every_call(error):
+                    explain_in_place(error, self.target)
+                    raise
+                self.log.warning(
+                    "The Models API of %s could not list the models (%s); model ids are not checked before submitting.",
+                    self.target,
+                    api_error_summary(error),
+                )
+                _model_catalogs[key] = None
         return _model_catalogs[key]
-
-    def _models_unknown(self, key: tuple[str, str | None], error: anthropic.APIError) -> None:
-        self.log.warning(
-            "The Models API of %s could not list the models (%s); model ids are not checked before submitting.",
-            self.target,
-            api_error_summary(error),
-        )
-        _model_catalogs[key] = None
 
     # -- Message Batches -------------------------------------------------------------------
 
@@ -402,18 +396,9 @@ def _total_requests(batch: MessageBatch) -> int:
     return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
 
 
-def _error_message(error: anthropic.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return error.message
-
-
 def _describe(error: Exception | None) -> str:
     if isinstance(error, anthropic.APIStatusError):
-        return f"HTTP {error.status_code}: {_error_message(error)}"
+        return f"HTTP {error.status_code}: {api_message(error)}"
     return type(error).__name__ if error is not None else "unknown error"
 
 
