@@ -104,9 +104,12 @@ def _check_task(task: Any, checked: TaskCheck, where: str, report: CheckReport) 
 def _offline_source(task: Any) -> str | None:
     """Why the task's requests cannot be read offline, or ``None`` when they can."""
     from airflow.sdk import XComArg
+    from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
 
     requests = task.requests
-    if isinstance(requests, XComArg) or type(requests).__name__ == "ArgNotSet":
+    if requests is SET_DURING_EXECUTION:
+        return "requests are returned by the decorated function at run time: not checked"
+    if isinstance(requests, XComArg):
         return "requests come from an upstream task at run time: not checked"
     if any(is_templated(getattr(task, name, None)) for name in ("requests", *_TEMPLATED_FIELDS)):
         return "templated: rendered at run time, not checked"

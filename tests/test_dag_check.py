@@ -78,6 +78,34 @@ def test_a_folder_of_broken_dags_lists_each_problem_and_exits_1(tmp_path, capsys
     )
     dag_file(
         tmp_path,
+        "decorated",
+        """
+        from airflow.sdk import task
+
+        with DAG("decorated", schedule=None):
+            @task.claude_batch(model="claude-sonnet-4-6", max_tokens=64)
+            def later():
+                return ["x"]
+
+            later()
+        """,
+    )
+    dag_file(
+        tmp_path,
+        "decorated_bad",
+        """
+        from airflow.sdk import task
+
+        with DAG("decorated_bad", schedule=None):
+            @task.claude_batch(model="claude-sonnet-4-6", max_poll_interval=1, min_poll_interval=5)
+            def bad():
+                return ["x"]
+
+            bad()
+        """,
+    )
+    dag_file(
+        tmp_path,
         "refused",
         """
         with DAG("refused", schedule=None):
@@ -104,7 +132,9 @@ def test_a_folder_of_broken_dags_lists_each_problem_and_exits_1(tmp_path, capsys
     assert "refused.py:" in out and "belongs on the synchronous Messages API" in out
     assert "good.batch (ClaudeBatchOperator, batch): 10 request(s) checked; cost at most $" in out
     assert "good.sync (ClaudeMessageOperator, sync): 2 request(s) checked" in out
-    assert "5 problem(s):" in out
+    assert "decorated.later (_ClaudeBatchDecoratedOperator, batch): requests are returned by the decorated" in out
+    assert "decorated_bad.py: ValueError: max_poll_interval (1 s) must not be less than min_poll_interval (5 s)" in out
+    assert "6 problem(s):" in out
     assert claude_emulator.state()["calls"] == {}
 
 
