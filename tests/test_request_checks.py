@@ -281,3 +281,18 @@ def test_values_msgspec_does_not_write_fall_back_to_the_sdk_encoder():
     [encoded] = prepare_requests([{"custom_id": "k", "prompt": "x", "tools": tools}], DEFAULTS).encoded
     assert b'"properties":{"true":' in encoded
     assert encoded == openapi_dumps(json.loads(encoded))
+
+
+def test_the_300k_beta_is_checked_sent_and_honoured(operator, claude_emulator):
+    import time
+
+    task = operator(requests=["long"], model="claude-sonnet-4-6", max_tokens=200_000, betas=["output-300k-2026-03-24"])
+    prepared = task.prepare()
+    batch = task.hook.create_batch(prepared)
+    while task.hook.retrieve_batch(batch.id).processing_status != "ended":
+        time.sleep(0.1)
+    with task.hook.stream_results(batch.id) as chunks:
+        [row] = [json.loads(line) for line in b"".join(chunks).splitlines()]
+    assert row["result"]["type"] == "succeeded"
+    with pytest.raises(RequestValidationError, match="over claude-sonnet-4-6's output limit of 128,000"):
+        operator(requests=["long"], model="claude-sonnet-4-6", max_tokens=200_000).prepare()
