@@ -29,6 +29,7 @@ def batch(**kwargs):
         ({"on_input_change": "replase"}, ValueError, "did you mean 'replace'?"),
         ({"max_failed_fraction": 5}, ValueError, "max_failed_fraction must be a number from 0 to 1, got 5"),
         ({"max_tokens": "lots"}, TypeError, "render_template_as_native_obj=True"),
+        ({"request_params": "{'temperature': 0}"}, TypeError, "request_params must be a dict, got the string"),
         ({"model": "claude-sonnet-4.6"}, ValueError, "did you mean 'claude-sonnet-4-6'?"),
         ({"betas": ["output-300k-2026-03"]}, ValueError, "did you mean 'output-300k-2026-03-24'?"),
         ({"results_uri": "nosuchscheme://bucket/out/"}, ValueError, "results_uri 'nosuchscheme://bucket/out/'"),
@@ -74,6 +75,7 @@ def test_sensor_reads_a_rendered_list_of_batch_ids_back():
     sensor.render_template_fields({"params": {"ids": ["msgbatch_a", "msgbatch_b"]}})
     assert sensor.batch_ids == ["msgbatch_a", "msgbatch_b"]
     assert arguments.batch_ids('["msgbatch_a"]') == ["msgbatch_a"]
+    assert arguments.batch_ids({"batch_ids": ["msgbatch_a"], "request_count": 2}) == ["msgbatch_a"]
     with pytest.raises(ValueError, match="is not a batch id"):
         arguments.batch_ids("msgbatch_a, msgbatch_b")
 

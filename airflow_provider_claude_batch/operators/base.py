@@ -143,10 +143,8 @@ class ClaudeRequestsOperator(BaseOperator):
             problem = offline_model_problem(self.model)
             if problem:
                 raise ValueError(f"model: {problem}")
-        if ready(self.request_params) and not isinstance(self.request_params, dict):
-            raise TypeError(
-                f"request_params must be a dict of Messages API parameters, got {type(self.request_params).__name__}"
-            )
+        if ready(self.request_params):
+            self.request_params = arguments.mapping("request_params", self.request_params)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
         """Render as Airflow does, then check the rendered arguments before anything is sent."""

@@ -16,7 +16,7 @@ import ast
 import importlib.util
 import json
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -108,15 +108,30 @@ def one_of(name: str, value: Any, choices: Collection[T]) -> T:
     return value  # type: ignore[no-any-return]
 
 
+def mapping(name: str, value: Any) -> dict[str, Any]:
+    """A dict argument (``request_params``); a rendered string explains native rendering."""
+    if isinstance(value, str):
+        raise TypeError(f"{name} must be a dict, got the string {value[:40]!r}; {_NATIVE_HINT}")
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict of Messages API parameters, got {type(value).__name__}")
+    return dict(value)
+
+
 def optional_max_tokens(value: Any) -> int | None:
     """The operator's ``max_tokens``: ``None`` (each request sets its own) or an integer of at least 1."""
     return None if value is None else whole_number("max_tokens", value, minimum=1)
 
 
 def batch_ids(value: Any) -> list[str]:
-    """One batch id or a non-empty list of them; a rendered list literal is read back as the list."""
+    """One batch id or a non-empty list of them; a rendered list literal is read back as the list.
+
+    A batch task's manifest or submission result (a dict with ``batch_ids``, what ``task.output``
+    resolves to) gives its ``batch_ids``.
+    """
     if isinstance(value, str) and value.strip().startswith("["):
         value = _list_literal(value)
+    if isinstance(value, Mapping) and "batch_ids" in value:
+        value = value["batch_ids"]
     ids = [value] if isinstance(value, str) else value
     if not isinstance(ids, (list, tuple)):
         raise TypeError(f"batch_ids must be a batch id or a list of them, got {type(value).__name__} {value!r}")
