@@ -161,6 +161,21 @@ def run_audit_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``claude-batch check``."""
+    parser.add_argument("path", help="a DAG file or a folder of DAG files")
+
+
+def run_check_command(args: argparse.Namespace) -> int:
+    """List every problem of the Claude tasks in a DAG file or folder, and a cost quote; 1 on any problem."""
+    from airflow_provider_claude_batch.dag_check import check_path, render
+
+    with _stdout_to_stderr():
+        report = check_path(args.path)
+    print(render(report))
+    return 1 if report.problems else 0
+
+
 Subcommand = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
 
 SUBCOMMANDS: dict[str, Subcommand] = {
@@ -178,6 +193,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "list every Claude task's route, the route the rule gives, the verdict and the monthly cost",
         add_audit_arguments,
         run_audit_command,
+    ),
+    "check": (
+        "check every Claude task of a DAG file or folder offline: arguments, requests, routing; quote the cost",
+        add_check_arguments,
+        run_check_command,
     ),
 }
 """name -> (help, add_arguments, run). Add an entry to add a subcommand."""

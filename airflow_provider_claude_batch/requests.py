@@ -6,10 +6,11 @@ a prompt string, ``{"custom_id"?, "prompt": ..., **overrides}`` or
 operator-level :class:`RequestDefaults`; anything the user wrote (multi-turn messages, images,
 tools, system prompts, ...) passes through untouched.
 
-Requests are validated the way the API validates them at create time, and every problem is
-reported at once, before any network call. Each valid request is serialised immediately, byte for
-byte the way the ``anthropic`` SDK serialises a body, so the size limits are measured exactly and
-100,000 requests are held as compact bytes rather than as Python dictionaries.
+Requests are validated against the SDK's own request types and the API's documented rules (see
+:mod:`~.validation`), and every problem is reported at once, before any network call. Each valid
+request is serialised immediately, byte for byte the way the ``anthropic`` SDK serialises a body,
+so the size limits are measured exactly and 100,000 requests are held as compact bytes rather
+than as Python dictionaries.
 
 This module imports nothing from Airflow.
 """
@@ -22,6 +23,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from airflow_provider_claude_batch.validation.checker import RequestChecker, encode
+from airflow_provider_claude_batch.validation.models import ModelUse
 
 CUSTOM_ID_PATTERN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_REQUESTS_PER_BATCH = 100_000
@@ -147,31 +151,6 @@ def normalize_request(item: Any, defaults: RequestDefaults) -> tuple[str | None,
     return custom_id, defaults.apply(overrides)
 
 
-def params_problems(params: Mapping[str, Any], *, allow_stream: bool = False) -> list[str]:
-    """What the API rejects at create time in one request's params, phrased as fixes.
-
-    :param allow_stream: accept ``stream`` (the Messages API streams; a batch cannot).
-    """
-    problems = []
-    model = params.get("model")
-    if not isinstance(model, str) or not model:
-        problems.append("'model' is missing: set model= on the operator or 'model' in the request")
-    max_tokens = params.get("max_tokens")
-    if max_tokens is None:
-        problems.append("'max_tokens' is missing: set max_tokens= on the operator or in the request")
-    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
-        problems.append(f"'max_tokens' must be an integer of at least 1, got {max_tokens!r}")
-    messages = params.get("messages")
-    if not isinstance(messages, list) or not messages:
-        problems.append("'messages' must be a non-empty list of {'role': ..., 'content': ...} turns")
-    if params.get("stream") and not allow_stream:
-        problems.append(
-            "'stream' is set, but a batch hands back only finished results; remove it, or use "
-            "ClaudeMessageOperator if the output must stream"
-        )
-    return problems
-
-
 def custom_id_problem(custom_id: Any) -> str | None:
     """Why ``custom_id`` is not acceptable to the API, or ``None`` when it is."""
     if not isinstance(custom_id, str):
@@ -195,6 +174,8 @@ class PreparedRequests:
     custom_ids: list[str] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)
     fast_mode_ids: list[str] = field(default_factory=list)
+    models: dict[str, ModelUse] = field(default_factory=dict)
+    """The models the requests name: each with the first request naming it and how many do."""
 
     @property
     def count(self) -> int:
@@ -338,13 +319,17 @@ def prepare_requests(
     source: str = "requests",
     *,
     allow_stream: bool = False,
+    checker: RequestChecker | None = None,
 ) -> PreparedRequests:
     """Normalise, validate and serialise ``items``; raise one error listing every problem.
 
-    ``items`` is consumed once, so it may be a generator over a large JSONL file. ``allow_stream``
-    accepts ``stream`` for requests bound for the Messages API.
+    ``items`` is consumed once, so it may be a generator over a large JSONL file. Params are checked
+    by ``checker`` (against the SDK's request types and the API's documented rules, see
+    :mod:`~.validation.checker`); by default one for a batch, or for the Messages API when
+    ``allow_stream`` is set.
     """
     defaults = defaults or RequestDefaults()
+    checker = checker or RequestChecker(batch=not allow_stream)
     prepared = PreparedRequests()
     problems: list[RequestProblem] = []
     taken = _TakenIds(prepared.custom_ids)
@@ -366,9 +351,8 @@ def prepare_requests(
                 custom_id = f"{base}-{suffix}"
                 suffix += 1
         shown_id = custom_id if isinstance(custom_id, str) else None
-        item_problems = [
-            RequestProblem(index, shown_id, text) for text in params_problems(params, allow_stream=allow_stream)
-        ]
+        verdict = checker.check(params)
+        item_problems = [RequestProblem(index, shown_id, text) for text in verdict.problems]
         id_problem = custom_id_problem(custom_id)
         took = None
         if id_problem:
@@ -390,15 +374,22 @@ def prepare_requests(
             taken.reject(index, took)
             continue
         try:
-            encoded = encode_json({"custom_id": custom_id, "params": params})
+            encoded = encode({"custom_id": custom_id, "params": params}, verdict, encode_json)
         except (TypeError, ValueError) as error:
             problems.append(RequestProblem(index, custom_id, f"params are not JSON-serialisable: {error}"))
             taken.reject(index, custom_id)
             continue
         prepared.custom_ids.append(custom_id)
         prepared.encoded.append(encoded)
-        if params.get("speed") == "fast":
+        if verdict.fast:
             prepared.fast_mode_ids.append(custom_id)
+        if verdict.model is not None:
+            use = prepared.models.get(verdict.model)
+            if use is None:
+                use = prepared.models[verdict.model] = ModelUse(index, custom_id, 0)
+            use.count += 1
+            use.max_tokens = max(use.max_tokens, verdict.max_tokens)
+            use.input_bytes += len(encoded)
     if total == 0:
         problems.append(RequestProblem(0, None, "there are no requests; a batch needs at least one"))
     if problems:

@@ -348,12 +348,16 @@ def cycle_calls(book: StatusBook, cycle: Cycle, now: float) -> Generator[ListPag
                 return
 
 
-def not_found_message(batch_id: str, grace_seconds: float, detail: str = "") -> str:
-    """The permanent-404 wording shared by every place that waits for or lands a batch."""
+def not_found_message(batch_id: str, grace_seconds: float, where: str = "") -> str:
+    """The permanent-404 wording shared by every place that waits for or lands a batch.
+
+    :param batch_id: the batch.
+    :param grace_seconds: the window in which a 404 was waited through.
+    :param where: the connection and base URL (``Claude connection 'x' (https://...)``).
+    """
     return (
         f"Batch {batch_id} was not found (404) for more than {grace_seconds:.0f}s after it was created: it was "
-        "deleted, or the connection points at another workspace or base URL than the one that created it"
-        + (f" ({detail})" if detail else "")
-        + ". A 404 within that window (extra not_found_grace_seconds on the connection) is the API's "
+        f"deleted, or {where or 'the connection'} points at another workspace or base URL than the one that "
+        "created it. A 404 within that window (extra not_found_grace_seconds on the connection) is the API's "
         "propagation delay and is waited through."
     )

@@ -47,7 +47,10 @@ def test_connection_test_reports_a_rejected_key_without_echoing_it(claude_emulat
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri(claude_emulator.url))
     ok, message = ClaudeHook().test_connection()
     assert not ok
-    assert "API key was rejected (401)" in message
+    assert message.startswith(
+        f"Claude connection 'claude_default' ({claude_emulator.url}): the API key was rejected (401"
+    )
+    assert "Put a valid key in the connection's Password field (or ANTHROPIC_API_KEY)" in message
     assert TEST_API_KEY not in message
 
 
@@ -55,7 +58,8 @@ def test_connection_test_reports_an_unreachable_host(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CLAUDE_DEFAULT", claude_connection_uri("http://127.0.0.1:9", max_retries=0))
     ok, message = ClaudeHook().test_connection()
     assert not ok
-    assert message.startswith("Could not reach http://127.0.0.1:9")
+    assert message.startswith("Claude connection 'claude_default' (http://127.0.0.1:9): could not reach the host (")
+    assert "Check the connection's Host" in message
 
 
 def test_api_errors_never_carry_the_key(claude_emulator, monkeypatch):

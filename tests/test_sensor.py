@@ -61,6 +61,6 @@ def test_killing_the_sensor_never_cancels_batches_it_does_not_own():
     assert deferred.value.trigger.cancel_on_kill is False
 
 
-def test_rejects_empty_batch_ids():
-    with pytest.raises(ValueError, match="batch_ids must be a batch id or a non-empty list"):
-        ClaudeBatchSensor(task_id="s", batch_ids=[]).execute(context={})
+def test_rejects_empty_batch_ids_when_the_dag_is_parsed():
+    with pytest.raises(ValueError, match="batch_ids needs at least one batch id"):
+        ClaudeBatchSensor(task_id="s", batch_ids=[])

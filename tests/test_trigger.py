@@ -251,5 +251,5 @@ def test_triggers_share_one_async_client(claude_conn):
 def test_rejects_nonsense_arguments():
     with pytest.raises(ValueError, match="at least one batch id"):
         ClaudeBatchTrigger(batch_ids=[])
-    with pytest.raises(ValueError, match="poll intervals"):
+    with pytest.raises(ValueError, match=r"max_poll_interval \(1 s\) must not be less than min_poll_interval"):
         ClaudeBatchTrigger(batch_ids=["b"], min_poll_interval=10, max_poll_interval=1)

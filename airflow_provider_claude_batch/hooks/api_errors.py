@@ -8,6 +8,7 @@ from __future__ import annotations
 import anthropic
 
 from airflow_provider_claude_batch.budget import parse_retry_after
+from airflow_provider_claude_batch.connection_errors import ClaudeConnectionError, api_message
 
 # Answers that say "not now" rather than "never": waiting goes on through them.
 TRANSIENT_API_ERRORS = (
@@ -19,23 +20,19 @@ TRANSIENT_API_ERRORS = (
 )
 
 
-def api_error_message(error: anthropic.APIStatusError) -> str:
-    body = error.body
-    if isinstance(body, dict):
-        inner = body.get("error")
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-    return error.message
-
-
 def describe_api_error(error: Exception | None) -> str:
     if isinstance(error, anthropic.APIStatusError):
-        return f"HTTP {error.status_code}: {api_error_message(error)}"
+        return f"HTTP {error.status_code}: {api_message(error)}"
     return type(error).__name__ if error is not None else "unknown error"
 
 
 def api_error_summary(error: BaseException) -> str:
-    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data."""
+    """``HTTP 529 OverloadedError`` or the exception's name: short, and never carrying request data.
+
+    A connection problem already put in the shared wording (:mod:`~.connection_errors`) is that wording.
+    """
+    if isinstance(error, ClaudeConnectionError) or getattr(error, "connection_problem", False):
+        return str(error)
     if isinstance(error, anthropic.APIStatusError):
         return f"HTTP {error.status_code} {type(error).__name__}"
     return type(error).__name__

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import anthropic
 
+from airflow_provider_claude_batch.connection_errors import ConnectionTarget, explain
 from airflow_provider_claude_batch.hooks.api_errors import TRANSIENT_API_ERRORS, api_error_summary, retry_after_seconds
 from airflow_provider_claude_batch.polling import BatchSnapshot
 from airflow_provider_claude_batch.status_book import (
@@ -88,11 +89,13 @@ class BatchStatusPoller:
 
     :param client: the connection's asynchronous client (SDK retries off: the book backs off itself).
     :param book: the decisions (what is tracked, when to look, how).
+    :param target: the connection and base URL, as errors name them.
     """
 
-    def __init__(self, client: anthropic.AsyncAnthropic, book: StatusBook) -> None:
+    def __init__(self, client: anthropic.AsyncAnthropic, book: StatusBook, target: ConnectionTarget) -> None:
         self.client = client
         self.book = book
+        self.target = target
         self._watches: dict[str, set[Watch]] = {}
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -157,9 +160,10 @@ class BatchStatusPoller:
             while True:
                 call = calls.send(answer)
                 if isinstance(call, ListPage):
-                    answer = await _answer(self._list_page(call.after_id))
+                    answer = await _answer(self._list_page(call.after_id), self.target)
                 else:
-                    answer = list(await asyncio.gather(*(_answer(self._retrieve(bid)) for bid in call.batch_ids)))
+                    calls_ = (_answer(self._retrieve(bid), self.target) for bid in call.batch_ids)
+                    answer = list(await asyncio.gather(*calls_))
         self.book.end_cycle(cycle, time.time())
         for watch in {w for bid in cycle.due for w in self._watches.get(bid, ())}:
             watch.cycles += 1
@@ -182,27 +186,28 @@ class BatchStatusPoller:
         return raw.http_response.json()
 
 
-async def _answer(call: Awaitable[Any]) -> Any:
+async def _answer(call: Awaitable[Any], target: ConnectionTarget) -> Any:
     """The call's result, or the :class:`Refused` its API error stands for."""
     try:
         return await call
     except anthropic.APIError as error:
-        return refusal(error)
+        return refusal(error, target)
 
 
-def refusal(error: anthropic.APIError) -> Refused:
-    """How the status book should treat an API error of a ``list`` or ``retrieve``."""
+def refusal(error: anthropic.APIError, target: ConnectionTarget) -> Refused:
+    """How the status book should treat an API error of a ``list`` or ``retrieve``.
+
+    A rejected key, a forbidden workspace or a host that is not an Anthropic API end every wait of
+    the connection, in the wording every other place uses (:mod:`~..connection_errors`).
+    """
     summary = api_error_summary(error)
-    if isinstance(error, anthropic.NotFoundError):
-        return Refused("not_found", summary)
     if isinstance(error, TRANSIENT_API_ERRORS):
         return Refused("transient", summary, retry_after_seconds(error))
-    if isinstance(error, anthropic.AuthenticationError):
-        return Refused(
-            "rejected_key", "The API key was rejected (401) while waiting for batches; check the connection."
-        )
-    if isinstance(error, anthropic.PermissionDeniedError):
-        return Refused("rejected_key", f"The API key may not read Message Batches ({summary}); check its workspace.")
+    explained = explain(error, target)
+    if explained is not None:
+        return Refused("rejected_key", f"{explained} (While waiting for batches.)")
+    if isinstance(error, anthropic.NotFoundError):
+        return Refused("not_found", f"{target}")
     if isinstance(error, anthropic.BadRequestError):
         return Refused("unserved", summary)
     return Refused("failed", f"{summary}: {error}")
@@ -226,7 +231,7 @@ async def shared_poller(hook: ClaudeHook) -> BatchStatusPoller:
     if poller is None:
         client = await hook.get_async_conn(max_retries=0)
         book = StatusBook(not_found_grace_seconds=settings.not_found_grace_seconds)
-        poller = per_loop.setdefault(settings, BatchStatusPoller(client, book))
+        poller = per_loop.setdefault(settings, BatchStatusPoller(client, book, hook.target))
     return poller
 
 
@@ -265,17 +270,17 @@ def refresh_statuses(
         while True:
             call = calls.send(answer)
             if isinstance(call, ListPage):
-                answer = _sync_answer(lambda page=call: _page(hook.list_batches_json(page.after_id)))
+                answer = _sync_answer(lambda page=call: _page(hook.list_batches_json(page.after_id)), hook.target)
             else:
-                answer = [_sync_answer(partial(hook.retrieve_batch_json, bid)) for bid in call.batch_ids]
+                answer = [_sync_answer(partial(hook.retrieve_batch_json, bid), hook.target) for bid in call.batch_ids]
     return {bid: _look_of(book, bid) for bid in ids}
 
 
-def _sync_answer(call: Callable[[], Any]) -> Any:
+def _sync_answer(call: Callable[[], Any], target: ConnectionTarget) -> Any:
     try:
         return call()
     except anthropic.APIError as error:
-        return refusal(error)
+        return refusal(error, target)
 
 
 def _look_of(book: StatusBook, batch_id: str) -> StatusLook:

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_claude_batch.budget import DEFAULT_REQUESTS_PER_MINUTE, RequestBudget, budget_for
+from airflow_provider_claude_batch.connection_errors import DEFAULT_BASE_URL
 from airflow_provider_claude_batch.status_book import DEFAULT_NOT_FOUND_GRACE_SECONDS
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
-DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_MAX_RETRIES = 2
 
@@ -29,6 +29,7 @@ class ClientSettings:
     batch_requests_per_minute: int = DEFAULT_REQUESTS_PER_MINUTE
     max_queued_requests: int | None = None
     not_found_grace_seconds: float = DEFAULT_NOT_FOUND_GRACE_SECONDS
+    betas: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the key, even in a debugger or a traceback
         return (
@@ -50,19 +51,25 @@ class ClientSettings:
             kwargs["api_key"] = self.api_key
         if self.base_url:
             kwargs["base_url"] = self.base_url
+        headers = {}
         if self.workspace_id:
-            kwargs["default_headers"] = {"anthropic-workspace-id": self.workspace_id}
+            headers["anthropic-workspace-id"] = self.workspace_id
+        if self.betas:
+            headers["anthropic-beta"] = ",".join(self.betas)
+        if headers:
+            kwargs["default_headers"] = headers
         return kwargs
 
 
 def settings_from_connection(
-    conn: Any, *, timeout: float | None = None, max_retries: int | None = None
+    conn: Any, *, timeout: float | None = None, max_retries: int | None = None, betas: tuple[str, ...] = ()
 ) -> ClientSettings:
     """Read an Airflow connection of type ``claude``; the key is registered with the log masker at once.
 
     :param conn: the connection (password: API key, host: base URL, extras: the rest).
     :param timeout: overrides the connection's request timeout, in seconds.
     :param max_retries: overrides the connection's SDK retry count.
+    :param betas: ``anthropic-beta`` values sent with every call.
     """
     extras = conn.extra_dejson
     api_key = conn.password or os.environ.get("ANTHROPIC_API_KEY") or None
@@ -89,6 +96,7 @@ def settings_from_connection(
         not_found_grace_seconds=_extra_number(
             extras, "not_found_grace_seconds", float, DEFAULT_NOT_FOUND_GRACE_SECONDS, minimum=0
         ),
+        betas=betas,
     )
 
 

@@ -9,7 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -18,16 +18,21 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.hooks.settings import DEFAULT_MODEL
 from airflow_provider_claude_batch.metrics import emit_landed_metrics
-from airflow_provider_claude_batch.pricing import TokenUsage, cost_of
+from airflow_provider_claude_batch.pricing import PRICES_AS_OF, TokenUsage, UnknownModelError, cost_of, price_for
 from airflow_provider_claude_batch.requests import (
     PreparedRequests,
     RequestDefaults,
+    RequestProblem,
     RequestSourceError,
+    RequestValidationError,
     iter_jsonl,
     prepare_requests,
 )
 from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
 from airflow_provider_claude_batch.structured import OutputValidator, merge_output_config, output_config_for
+from airflow_provider_claude_batch.validation import arguments
+from airflow_provider_claude_batch.validation.checker import RequestChecker
+from airflow_provider_claude_batch.validation.models import RuleContext, catalog_problems, offline_model_problem
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -63,6 +68,13 @@ class ClaudeRequestsOperator(BaseOperator):
     :param output_schema: a pydantic model every request must answer with: requests ask for JSON of
         that schema (the API's structured outputs), each row carries the validated object under
         ``output``, and a row that does not validate is ``invalid_output`` (counted as a failure).
+    :param betas: ``anthropic-beta`` values sent with every call of the task, e.g.
+        ``["output-300k-2026-03-24"]`` (batches with ``max_tokens`` up to 300,000 on supporting models).
+
+    Every argument is checked when the DAG is parsed, or right after rendering when it is templated
+    (rendered numbers such as ``"64"`` are accepted), so a task never submits and then fails on its
+    own arguments. Every request is checked against the SDK's request types, the API's documented
+    rules and the Models API's list of models before the first create.
     """
 
     # Whether requests may set "stream": only the Messages API can stream (see ClaudeMessageOperator).
@@ -93,6 +105,7 @@ class ClaudeRequestsOperator(BaseOperator):
         max_failed_fraction: float = 0.0,
         usage_estimate: dict[str, Any] | None = None,
         output_schema: type[pydantic.BaseModel] | None = None,
+        betas: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -110,38 +123,100 @@ class ClaudeRequestsOperator(BaseOperator):
         if usage_estimate is not None:
             usage_from_estimate(usage_estimate, model)  # a typo fails when the DAG is parsed, not in the audit
         self.usage_estimate = usage_estimate
+        self.betas = arguments.betas(betas, known_betas())
+        self._check_arguments(rendered=False)
+
+    def _check_arguments(self, *, rendered: bool) -> None:
+        """Check, and convert from their rendered forms, the templated arguments (literals at parse time)."""
+
+        def ready(value: Any) -> bool:
+            return rendered or not arguments.is_templated(value)
+
+        if ready(self.max_tokens):
+            self.max_tokens = arguments.optional_max_tokens(self.max_tokens)
+        if ready(self.max_failed_fraction):
+            self.max_failed_fraction = arguments.fraction("max_failed_fraction", self.max_failed_fraction)
+        if ready(self.results_uri):
+            arguments.results_uri(self.results_uri, installed_filesystems())
+        if ready(self.model) and self.model is not None:
+            if not isinstance(self.model, str) or not self.model:
+                raise TypeError(f"model must be a model id string, got {self.model!r}")
+            problem = offline_model_problem(self.model)
+            if problem:
+                raise ValueError(f"model: {problem}")
+        if ready(self.request_params):
+            self.request_params = arguments.mapping("request_params", self.request_params)
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render as Airflow does, then check the rendered arguments before anything is sent."""
+        super().render_template_fields(context, jinja_env)
+        self._check_arguments(rendered=True)
 
     @cached_property
     def hook(self) -> ClaudeHook:
         """One hook (one connection lookup, one client) for the whole run of the task."""
-        return ClaudeHook(self.claude_conn_id)
+        return ClaudeHook(self.claude_conn_id, betas=self.betas)
 
-    def prepare(self) -> PreparedRequests:
-        """Read, normalise and validate every request; raises before any network call."""
-        _check_fraction(self.max_failed_fraction)
+    def rule_context(self, catalog: Any = None) -> RuleContext:
+        """Where this task's requests go: the route and betas the checks apply."""
+        return RuleContext(batch=not self.allows_streaming, betas=frozenset(self.betas), catalog=catalog)
+
+    def request_defaults(self, default_model: str) -> RequestDefaults:
+        """Operator-level values merged into every request; ``default_model`` when ``model`` is unset."""
         params = dict(self.request_params)
         if self.output_schema is not None:
             params = merge_output_config(params, self.output_schema)
-        defaults = RequestDefaults(
-            model=self.model or self.hook.default_model,
-            max_tokens=self.max_tokens,
-            system=self.system,
-            params=params,
+        return RequestDefaults(
+            model=self.model or default_model, max_tokens=self.max_tokens, system=self.system, params=params
         )
+
+    def prepare(self) -> PreparedRequests:
+        """Read, normalise and validate every request, then check their models with the Models API.
+
+        Everything that can be checked offline raises before any network call; then one call (cached
+        per connection) checks the model ids before anything is created.
+        """
+        prepared = self.prepare_offline(self.hook.default_model)
+        self._check_models(prepared)
+        return prepared
+
+    def prepare_offline(self, default_model: str) -> PreparedRequests:
+        """Read, normalise and validate every request without any network call."""
+        defaults = self.request_defaults(default_model)
+        checker = RequestChecker(batch=not self.allows_streaming, betas=frozenset(self.betas))
         if isinstance(self.requests, str):
-            return self._prepare_from_uri(self.requests, defaults)
+            return self._prepare_from_uri(self.requests, defaults, checker)
         if isinstance(self.requests, dict) or not isinstance(self.requests, Iterable):
             raise TypeError(
                 "requests must be a list of requests, an XComArg resolving to one, or the URI of a JSONL "
                 f"file; got {type(self.requests).__name__}"
             )
-        return prepare_requests(self.requests, defaults, allow_stream=self.allows_streaming)
+        return prepare_requests(self.requests, defaults, allow_stream=self.allows_streaming, checker=checker)
+
+    def _check_models(self, prepared: PreparedRequests) -> None:
+        """Model ids against the Models API (when it answers), and a warning for models without a price."""
+        catalog = self.hook.available_models()
+        if catalog is not None:
+            found = catalog_problems(prepared.models, self.rule_context(catalog))
+            if found:
+                problems = [RequestProblem(use.index, use.custom_id, text) for use, text in found]
+                raise RequestValidationError(problems, prepared.count)
+        for model in prepared.models:
+            try:
+                price_for(model)
+            except UnknownModelError:
+                self.log.warning(
+                    "Model %s has no price in the price table (prices as of %s): the cost reported for this "
+                    "task will leave its tokens out rather than count them as $0.",
+                    model,
+                    PRICES_AS_OF.isoformat(),
+                )
 
     def row_transform(self) -> OutputValidator | None:
         """What every landed row goes through: validation against ``output_schema`` when one is set."""
         return OutputValidator(self.output_schema) if self.output_schema is not None else None
 
-    def _prepare_from_uri(self, uri: str, defaults: RequestDefaults) -> PreparedRequests:
+    def _prepare_from_uri(self, uri: str, defaults: RequestDefaults, checker: RequestChecker) -> PreparedRequests:
         path = ObjectStoragePath(uri)
         if not path.exists():
             raise RequestSourceError(
@@ -149,7 +224,9 @@ class ClaudeRequestsOperator(BaseOperator):
                 "Pass a list to send prompts directly, or fix the path."
             )
         with path.open("rb") as lines:
-            return prepare_requests(iter_jsonl(lines, uri), defaults, source=uri, allow_stream=self.allows_streaming)
+            return prepare_requests(
+                iter_jsonl(lines, uri), defaults, source=uri, allow_stream=self.allows_streaming, checker=checker
+            )
 
     def results_folder(self, context: Context) -> ObjectStoragePath:
         """Where this task instance's results land (created if missing)."""
@@ -179,6 +256,13 @@ class ClaudeRequestsOperator(BaseOperator):
         """
         usage_by_model = {model: TokenUsage(*totals) for model, totals in sorted(tally.usage_by_model.items())}
         cost = cost_of(usage_by_model)
+        unpriced = ""
+        if cost.unpriced_models:
+            unpriced = (
+                f" NOT INCLUDED: the tokens of {', '.join(cost.unpriced_models)}, which the price table (as of "
+                f"{cost.prices_as_of.isoformat()}) does not price."
+            )
+            self.log.warning("The cost below leaves out model(s) without a price:%s", unpriced)
         results_path = folder / RESULTS_FILE
         manifest = {
             **extra,
@@ -189,7 +273,7 @@ class ClaudeRequestsOperator(BaseOperator):
             "counts": dict(tally.counts),
             "usage": tally.usage_totals(),
             "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
-            "cost": cost.as_dict(),
+            "cost": {**cost.as_dict(), **({"warning": unpriced.strip()} if unpriced else {})},
             "error_types": dict(tally.error_types),
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -198,7 +282,7 @@ class ClaudeRequestsOperator(BaseOperator):
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
         self.log.info(
             "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
-            "Cost $%.4f on the %s route ($%.4f on the other; batch saves $%.4f; prices as of %s).",
+            "Cost $%.4f on the %s route ($%.4f on the other; batch saves $%.4f; prices as of %s).%s",
             tally.total,
             results_path,
             ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
@@ -208,6 +292,7 @@ class ClaudeRequestsOperator(BaseOperator):
             other,
             cost.saving_usd,
             cost.prices_as_of.isoformat(),
+            unpriced,
         )
         verdict = failure_verdict(tally.counts, self.max_failed_fraction)
         if verdict:
@@ -237,9 +322,25 @@ def usage_from_estimate(estimate: Mapping[str, Any], default_model: str | None) 
     return {model: TokenUsage(**{kind: estimate.get(kind, 0) for kind in USAGE_KINDS})}
 
 
-def _check_fraction(value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"max_failed_fraction must be a number from 0 to 1, got {value!r}")
+def known_betas() -> list[str]:
+    """The ``anthropic-beta`` names the installed SDK declares."""
+    import typing
+
+    from anthropic.types.anthropic_beta_param import AnthropicBetaParam
+
+    return [value for arg in typing.get_args(AnthropicBetaParam) for value in typing.get_args(arg)]
+
+
+@cache
+def installed_filesystems() -> list[str]:
+    """URI schemes ObjectStoragePath opens here: Airflow providers' filesystems and fsspec's installed ones."""
+    try:
+        from airflow.sdk.io.fs import _register_filesystems
+
+        registered = list(_register_filesystems())
+    except ImportError:  # pragma: no cover - Airflow 3.1 keeps it in airflow.io
+        registered = []
+    return arguments.installed_filesystems(registered)
 
 
 def write_json(path: ObjectStoragePath, payload: dict[str, Any]) -> None:

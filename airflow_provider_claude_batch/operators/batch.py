@@ -42,6 +42,7 @@ from airflow_provider_claude_batch.routing import Workload
 from airflow_provider_claude_batch.submission import RECORD_FILE, RecordStore, SubmissionRecord, utc_now
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger, wait_inline
 from airflow_provider_claude_batch.triggers.capacity import ClaudeQueueCapacityTrigger
+from airflow_provider_claude_batch.validation import arguments
 
 if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
@@ -116,32 +117,27 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         deferrable: bool = True,
         min_poll_interval: float = DEFAULT_MIN_POLL_SECONDS,
         max_poll_interval: float = DEFAULT_MAX_POLL_SECONDS,
-        timeout: timedelta = DEFAULT_WAIT_TIMEOUT,
+        timeout: timedelta | float = DEFAULT_WAIT_TIMEOUT,
         cancel_on_kill: bool = True,
         blocking: bool = False,
-        deadline: timedelta | None = None,
+        deadline: timedelta | float | None = None,
         workload: Workload | None = None,
         retry_rounds: int = 2,
-        min_round_window: timedelta = timedelta(hours=1),
+        min_round_window: timedelta | float = timedelta(hours=1),
         on_input_change: Literal["replace", "fail"] = "replace",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if retry_rounds < 0:
-            raise ValueError(f"retry_rounds must be 0 or more, got {retry_rounds}")
-        if on_input_change not in ("replace", "fail"):
-            raise ValueError(f"on_input_change must be 'replace' or 'fail', got {on_input_change!r}")
-        self.retry_rounds = retry_rounds
-        self.min_round_window = min_round_window
-        self.on_input_change = on_input_change
+        self.retry_rounds = arguments.whole_number("retry_rounds", retry_rounds)
+        self.min_round_window = arguments.duration("min_round_window", min_round_window, allow_zero=True)
+        self.on_input_change = arguments.one_of("on_input_change", on_input_change, ("replace", "fail"))
         self.blocking = blocking
-        self.deadline = deadline
+        self.deadline = deadline if deadline is None else arguments.duration("deadline", deadline)
         self.workload = workload
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.min_poll_interval = min_poll_interval
-        self.max_poll_interval = max_poll_interval
-        self.timeout = timeout
+        self.min_poll_interval, self.max_poll_interval = arguments.poll_intervals(min_poll_interval, max_poll_interval)
+        self.timeout = arguments.duration("timeout", timeout)
         self.cancel_on_kill = cancel_on_kill
         self._submitted: list[str] = []
         self._results_urls: dict[str, str] = {}

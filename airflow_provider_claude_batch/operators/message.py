@@ -27,6 +27,7 @@ from airflow_provider_claude_batch.policy import workload_for_task
 from airflow_provider_claude_batch.requests import PreparedRequests, encode_json
 from airflow_provider_claude_batch.results import ResultRow, parse_result_line
 from airflow_provider_claude_batch.routing import Workload, decide_route
+from airflow_provider_claude_batch.validation import arguments
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -85,11 +86,9 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be a whole number of at least 1, got {max_concurrency!r}")
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = arguments.whole_number("max_concurrency", max_concurrency, minimum=1)
         self.blocking = blocking
-        self.deadline = deadline
+        self.deadline = deadline if deadline is None else arguments.duration("deadline", deadline)
         self.workload = workload
 
     def execute(self, context: Context) -> dict[str, Any]:

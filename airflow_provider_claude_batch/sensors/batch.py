@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, PokeReturnValue, XComArg
 
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.hooks.poller import refresh_statuses
@@ -19,6 +19,7 @@ from airflow_provider_claude_batch.polling import (
 )
 from airflow_provider_claude_batch.results import failure_verdict
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
+from airflow_provider_claude_batch.validation import arguments
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -65,15 +66,24 @@ class ClaudeBatchSensor(BaseSensorOperator):
         self.claude_conn_id = claude_conn_id
         self.max_failed_fraction = max_failed_fraction
         self.deferrable = deferrable
-        self.min_poll_interval = min_poll_interval
-        self.max_poll_interval = max_poll_interval
+        self.min_poll_interval, self.max_poll_interval = arguments.poll_intervals(min_poll_interval, max_poll_interval)
         self._first_poke: float | None = None
+        self._check_arguments(rendered=False)
+
+    def _check_arguments(self, *, rendered: bool) -> None:
+        """Check the templated arguments: literals when the DAG is parsed, the rest once rendered."""
+        if (rendered or not arguments.is_templated(self.batch_ids)) and not isinstance(self.batch_ids, XComArg):
+            self.batch_ids = arguments.batch_ids(self.batch_ids)
+        if rendered or not arguments.is_templated(self.max_failed_fraction):
+            self.max_failed_fraction = arguments.fraction("max_failed_fraction", self.max_failed_fraction)
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render as Airflow does, then read rendered lists and numbers back (``"['msgbatch_a']"``)."""
+        super().render_template_fields(context, jinja_env)
+        self._check_arguments(rendered=True)
 
     def _ids(self) -> list[str]:
-        ids = [self.batch_ids] if isinstance(self.batch_ids, str) else list(self.batch_ids or [])
-        if not ids or not all(isinstance(batch_id, str) and batch_id for batch_id in ids):
-            raise ValueError(f"batch_ids must be a batch id or a non-empty list of them, got {self.batch_ids!r}")
-        return ids
+        return arguments.batch_ids(self.batch_ids)
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:

@@ -21,6 +21,7 @@ from airflow_provider_claude_batch.polling import (
     format_seconds,
     seconds_until,
 )
+from airflow_provider_claude_batch.validation import arguments
 
 DEFAULT_PROGRESS_LOG_SECONDS = 600.0
 
@@ -62,22 +63,14 @@ class ClaudeBatchTrigger(BaseTrigger):
         submitted_at: float | None = None,
     ) -> None:
         super().__init__()
-        if not batch_ids:
-            raise ValueError("ClaudeBatchTrigger needs at least one batch id")
-        if min_poll_interval <= 0 or max_poll_interval < min_poll_interval:
-            raise ValueError(
-                f"poll intervals must satisfy 0 < min_poll_interval ({min_poll_interval}) "
-                f"<= max_poll_interval ({max_poll_interval})"
-            )
-        self.batch_ids = list(batch_ids)
+        self.batch_ids = arguments.batch_ids(batch_ids)
         self.claude_conn_id = claude_conn_id
-        self.end_time = end_time
-        self.min_poll_interval = float(min_poll_interval)
-        self.max_poll_interval = float(max_poll_interval)
+        self.end_time = end_time if end_time is None else arguments.seconds("end_time", end_time)
+        self.min_poll_interval, self.max_poll_interval = arguments.poll_intervals(min_poll_interval, max_poll_interval)
         self.cancel_on_kill = cancel_on_kill
-        self.progress_log_interval = float(progress_log_interval)
-        self.submitted_at = submitted_at
-        self._unfinished: list[str] = list(batch_ids)
+        self.progress_log_interval = arguments.seconds("progress_log_interval", progress_log_interval)
+        self.submitted_at = submitted_at if submitted_at is None else arguments.seconds("submitted_at", submitted_at)
+        self._unfinished: list[str] = list(self.batch_ids)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (

@@ -1,0 +1,173 @@
+"""``claude-batch check PATH``: every problem of a DAG folder's Claude tasks, found without the API.
+
+The DAG files are parsed as Airflow parses them (a ``DagBag``, with the routing policy as configured),
+so a bad argument or a refused route shows as the import error Airflow would show. Then every
+``ClaudeBatchOperator`` and ``ClaudeMessageOperator`` task whose requests can be read offline (a
+literal list in the DAG file, a local JSONL file) has them prepared exactly as the task would,
+and each problem is listed by DAG, task, request index and custom id. For those tasks a cost
+quote is given: an upper bound, from the requests' bytes (a token is never shorter than a byte)
+and their ``max_tokens``, at the route's prices. Requests that exist only at run time (an XCom,
+a template, a ``@task.claude_batch`` function) are listed as not checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL
+from airflow_provider_claude_batch.policy import operator_class
+from airflow_provider_claude_batch.pricing import UnknownModelError, price_for
+from airflow_provider_claude_batch.requests import PreparedRequests, RequestSourceError, RequestValidationError
+from airflow_provider_claude_batch.validation.arguments import is_templated
+
+__all__ = ["CheckReport", "TaskCheck", "check_path", "render"]
+
+_TEMPLATED_FIELDS = ("model", "max_tokens", "system", "request_params")
+
+
+@dataclass
+class TaskCheck:
+    """One Claude task: how many of its requests were checked, and what they may cost at most."""
+
+    dag_id: str
+    task_id: str
+    operator: str
+    route: str
+    checked: int | None = None
+    """Requests prepared offline (None: they exist only at run time)."""
+    note: str = ""
+    quote_usd: Decimal | None = None
+    input_tokens_at_most: int = 0
+    output_tokens_at_most: int = 0
+    unpriced: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CheckReport:
+    path: str
+    problems: list[str] = field(default_factory=list)
+    tasks: list[TaskCheck] = field(default_factory=list)
+
+
+def check_path(path: str | Path) -> CheckReport:
+    """Parse ``path`` (a DAG file or folder) and check every Claude task in it."""
+    from airflow_provider_claude_batch.audit import _dagbag
+    from airflow_provider_claude_batch.operators.base import ClaudeRequestsOperator
+    from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+
+    target = Path(path).resolve()
+    bag = _dagbag(target)
+    report = CheckReport(str(target))
+    for file, error in sorted(bag.import_errors.items()):
+        report.problems.append(f"{file}: {_last_line(error)}")
+    for dag in sorted(bag.dags.values(), key=lambda d: d.dag_id):
+        for task in sorted(dag.tasks, key=lambda t: t.task_id):
+            cls = operator_class(task)
+            if cls is None or not issubclass(cls, ClaudeRequestsOperator):
+                continue
+            route = "batch" if issubclass(cls, ClaudeBatchOperator) else "sync"
+            checked = TaskCheck(dag.dag_id, task.task_id, cls.__name__, route)
+            report.tasks.append(checked)
+            where = f"{dag.dag_id}.{task.task_id}"
+            if getattr(task, "is_mapped", False):
+                checked.note = "mapped: its requests are known per map index at run time"
+                report.problems.extend(f"{where}: {p}" for p in _mapped_arguments(task, cls))
+                continue
+            _check_task(task, checked, where, report)
+    return report
+
+
+def _check_task(task: Any, checked: TaskCheck, where: str, report: CheckReport) -> None:
+    source = _offline_source(task)
+    if source is not None:
+        checked.note = source
+        return
+    try:
+        prepared = task.prepare_offline(task.model or DEFAULT_MODEL)
+    except RequestValidationError as error:
+        report.problems.extend(f"{where}: {problem}" for problem in error.problems)
+        return
+    except (RequestSourceError, TypeError, ValueError, OSError) as error:
+        report.problems.append(f"{where}: {error}")
+        return
+    checked.checked = prepared.count
+    _quote(checked, prepared)
+    if not task.model:
+        checked.note = f"priced as {DEFAULT_MODEL} (model= is unset: the connection's model decides)"
+
+
+def _offline_source(task: Any) -> str | None:
+    """Why the task's requests cannot be read offline, or ``None`` when they can."""
+    from airflow.sdk import XComArg
+    from airflow.sdk.definitions._internal.types import SET_DURING_EXECUTION
+
+    requests = task.requests
+    if requests is SET_DURING_EXECUTION:
+        return "requests are returned by the decorated function at run time: not checked"
+    if isinstance(requests, XComArg):
+        return "requests come from an upstream task at run time: not checked"
+    if any(is_templated(getattr(task, name, None)) for name in ("requests", *_TEMPLATED_FIELDS)):
+        return "templated: rendered at run time, not checked"
+    if isinstance(requests, str) and urlsplit(requests).scheme not in ("", "file", "local"):
+        return f"requests are read from {urlsplit(requests).scheme}:// at run time: not checked"
+    return None
+
+
+def _mapped_arguments(task: Any, cls: type) -> Iterable[str]:
+    """The operator's own argument checks on a mapped task's ``partial()`` arguments."""
+    kwargs = {key: value for key, value in task.partial_kwargs.items() if not is_templated(value)}
+    try:
+        cls(task_id=f"{task.task_id}__check", requests=None, **kwargs)
+    except (TypeError, ValueError) as error:
+        yield str(error)
+
+
+def _quote(checked: TaskCheck, prepared: PreparedRequests) -> None:
+    total = Decimal(0)
+    for model, use in prepared.models.items():
+        checked.input_tokens_at_most += use.input_bytes
+        output = use.count * use.max_tokens
+        checked.output_tokens_at_most += output
+        try:
+            price = price_for(model)
+        except UnknownModelError:
+            checked.unpriced.append(model)
+            continue
+        if checked.route == "batch":
+            price = price.at_batch_rate()
+        total += (use.input_bytes * price.input + output * price.output) / Decimal(1_000_000)
+    checked.quote_usd = total
+
+
+def _last_line(error: str) -> str:
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else error
+
+
+def render(report: CheckReport) -> str:
+    lines = [f"Claude tasks in {report.path}:"]
+    for task in report.tasks:
+        head = f"  {task.dag_id}.{task.task_id} ({task.operator}, {task.route})"
+        if task.checked is None:
+            lines.append(f"{head}: {task.note}")
+            continue
+        quote = f"at most ${task.quote_usd:,.4f}" if task.quote_usd is not None else "no quote"
+        if task.unpriced:
+            quote += f" (without {', '.join(task.unpriced)}: not in the price table)"
+        lines.append(
+            f"{head}: {task.checked:,} request(s) checked; cost {quote} "
+            f"(at most {task.input_tokens_at_most:,} input and {task.output_tokens_at_most:,} output tokens)"
+            + (f"; {task.note}" if task.note else "")
+        )
+    if not report.tasks:
+        lines.append("  (no Claude tasks)")
+    if report.problems:
+        lines += ["", f"{len(report.problems)} problem(s):", *(f"  - {problem}" for problem in report.problems)]
+    else:
+        lines += ["", "No problems found."]
+    return "\n".join(lines)
