@@ -141,6 +141,9 @@ class StatusBook:
     _backoff: float = 0.0
     _transient_in_cycle: bool = False
     changed: set[str] = field(default_factory=set)
+    # The last transient failure ("HTTP 529 OverloadedError", ...) and how many cycles in a row had one.
+    transient_problem: str | None = None
+    transient_streak: int = 0
 
     # -- who waits -------------------------------------------------------------------------
 
@@ -268,7 +271,7 @@ class StatusBook:
         elif outcome.kind == "not_found":
             self.observe_not_found(batch_id, now, outcome.message)
         elif outcome.kind == "transient":
-            self.observe_transient(now, outcome.retry_after)
+            self.observe_transient(now, outcome.retry_after, outcome.message)
             return "stop"
         elif outcome.kind == "rejected_key":
             self.fail_all(outcome.message)
@@ -291,8 +294,15 @@ class StatusBook:
                 entry.error = message
                 self.changed.add(batch_id)
 
-    def observe_transient(self, now: float, retry_after: float | None) -> None:
-        """A call failed for a reason that passes (429, 5xx, connection): the next cycle waits."""
+    def observe_transient(self, now: float, retry_after: float | None, problem: str = "a transient error") -> None:
+        """A call failed for a reason that passes (429, 5xx, connection): the next cycle waits.
+
+        Every waiter is woken to say so in its own log (once per failing cycle, whatever the number of calls).
+        """
+        if not self._transient_in_cycle:
+            self.transient_streak += 1
+            self.changed.update(bid for bid, entry in self.tracked.items() if not entry.finished)
+        self.transient_problem = problem
         self._transient_in_cycle = True
         floor = min((entry.min_interval for entry in self.tracked.values()), default=1.0)
         ceiling = max((entry.max_interval for entry in self.tracked.values()), default=600.0)
@@ -305,6 +315,8 @@ class StatusBook:
         self.last_cycle_at = now
         if not self._transient_in_cycle:
             self._backoff = 0.0
+            self.transient_problem = None
+            self.transient_streak = 0
 
     def take_changed(self) -> set[str]:
         """Batches whose status, or error, changed since the last call (their waiters are woken)."""
@@ -331,7 +343,7 @@ def cycle_calls(book: StatusBook, cycle: Cycle, now: float) -> Generator[ListPag
         answer = yield ListPage(cycle.after_id)
         if isinstance(answer, Refused):
             if answer.kind == "transient":
-                book.observe_transient(now, answer.retry_after)
+                book.observe_transient(now, answer.retry_after, answer.message)
                 return
             if answer.kind == "rejected_key":
                 book.fail_all(answer.message)

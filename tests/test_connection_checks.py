@@ -124,7 +124,7 @@ def test_the_trigger_and_the_ui_use_the_same_wording(claude_emulator, monkeypatc
     where = f"Claude connection 'claude_default' ({claude_emulator.url}): the API key was rejected (401"
     assert payload["status"] == "error"
     assert payload["message"].startswith(where)
-    assert "(While waiting for batch msgbatch_x.)" in payload["message"]
+    assert payload["message"].endswith("(While waiting for batches.)")
     row = BatchStatusCache().lookup_many([("claude_default", "msgbatch_x")])[("claude_default", "msgbatch_x")]
     assert where in row.error
     assert TEST_API_KEY not in payload["message"] + row.error

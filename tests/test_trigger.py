@@ -154,7 +154,7 @@ def test_a_trigger_reinstantiated_on_another_event_loop_still_ends(client, claud
     assert payload["batches"][0]["request_counts"]["succeeded"] == 3
 
 
-def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emulator):
+def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emulator, capfd):
     claude_emulator.configure(processing_seconds=0.8)
     batch_id = submit(client)
     claude_emulator.configure(
@@ -167,6 +167,11 @@ def test_keeps_waiting_through_429_500_and_529(client, claude_conn, claude_emula
     payload = wait_inline(fast_trigger([batch_id]))
     assert payload["status"] == "ended"
     assert claude_emulator.state()["faults_injected"] == 6
+    logs = "".join(capfd.readouterr())
+    # Each failing refresh is said once in the task's log, with how long the failures have lasted.
+    assert "failed transiently (HTTP 429 RateLimitError; 1 cycle(s) in a row)" in logs
+    assert "failed transiently (HTTP 500 InternalServerError; 3 cycle(s) in a row)" in logs
+    assert "failed transiently (HTTP 529 OverloadedError; 6 cycle(s) in a row)" in logs
 
 
 def test_a_404_right_after_creation_is_waited_through(client, claude_emulator, monkeypatch):

@@ -70,6 +70,12 @@ class Watch:
         snapshots = self.snapshots()
         return [bid for bid in self.batch_ids if bid not in snapshots or not snapshots[bid].ended]
 
+    def transient_problem(self) -> tuple[str, int] | None:
+        """The failure that kept the last refresh cycles from completing, and for how many cycles."""
+        if self.book.transient_problem is None:
+            return None
+        return self.book.transient_problem, self.book.transient_streak
+
     def not_visible_yet(self) -> list[str]:
         """Batches answering 404 inside their grace window right now."""
         return self.book.pending_not_found(self.batch_ids)
@@ -201,9 +207,9 @@ def refusal(error: anthropic.APIError, target: ConnectionTarget) -> Refused:
     the connection, in the wording every other place uses (:mod:`~..connection_errors`).
     """
     summary = api_error_summary(error)
-    if isinstance(error, TRANSIENT_API_ERRORS):
-        return Refused("transient", summary, retry_after_seconds(error))
     explained = explain(error, target)
+    if isinstance(error, TRANSIENT_API_ERRORS):
+        return Refused("transient", explained or summary, retry_after_seconds(error))
     if explained is not None:
         return Refused("rejected_key", f"{explained} (While waiting for batches.)")
     if isinstance(error, anthropic.NotFoundError):

@@ -102,6 +102,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         """Follow ``watch`` until its batches end, one fails, or the deadline passes."""
         logged: dict[str, tuple[Any, ...]] = {}
         not_visible_logged: set[str] = set()
+        logged_problem: tuple[str, int] | None = None
         started = time.monotonic()
         last_periodic_log = started
         while True:
@@ -110,6 +111,14 @@ class ClaudeBatchTrigger(BaseTrigger):
                 if logged.get(batch_id) != snapshot.progress_key():
                     logged[batch_id] = snapshot.progress_key()
                     self.log.info("Claude %s", snapshot.describe())
+            problem = watch.transient_problem()
+            if problem is not None and problem != logged_problem:
+                logged_problem = problem
+                self.log.warning(
+                    "Refreshing the status of Claude batches failed transiently (%s; %d cycle(s) in a row); "
+                    "still waiting, with backoff.",
+                    *problem,
+                )
             for batch_id in set(watch.not_visible_yet()) - not_visible_logged:
                 not_visible_logged.add(batch_id)
                 self.log.info(
