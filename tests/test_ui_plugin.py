@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from airflow_support import run_dag
@@ -27,6 +28,7 @@ from airflow_provider_claude_batch.plugins.monitor import (
 from airflow_provider_claude_batch.polling import BatchSnapshot
 
 PASSWORD = "ui-test-password"
+REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 
@@ -295,3 +297,167 @@ def _external_refs(page: str) -> str:
     import re
 
     return " ".join(re.findall(r'(?:src|href)="([^"]+)"', page))
+
+
+# -- the task tab, the sync route and Routing & cost, through Airflow's own API app ----------------
+
+
+def ui_href(href: str, dag_id: str, run_id: str, task_id: str, map_index: int | None) -> str:
+    """The iframe URL the Airflow UI (3.1 to 3.3) makes from an external view's href.
+
+    It fills each placeholder its route has a value for: {MAP_INDEX} only on a mapped task's page
+    (``.../mapped/<n>``). 3.3 URL-encodes the ids (3.1 does not; our run ids need no encoding there).
+    """
+    from urllib.parse import quote
+
+    url = href.replace("{DAG_ID}", quote(dag_id, safe="")).replace("{RUN_ID}", quote(run_id, safe=""))
+    url = url.replace("{TASK_ID}", quote(task_id, safe=""))
+    return url if map_index is None else url.replace("{MAP_INDEX}", str(map_index))
+
+
+@pytest.fixture
+def tabs_run(api_client, claude_emulator, tmp_path):
+    """One run with an unmapped and a mapped batch task, a synchronous task and a plain task."""
+    from airflow.sdk import DAG, task
+
+    from airflow_provider_claude_batch.operators.message import ClaudeMessageOperator
+
+    claude_emulator.configure(processing_seconds=0.3)
+    fast = {"min_poll_interval": 0.05, "max_poll_interval": 0.2, "model": "claude-haiku-4-5", "max_tokens": 32}
+    with DAG("ui_tabs", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+        ClaudeBatchOperator(task_id="unmapped", requests=["Summarise a", "Summarise b"], **fast)
+        ClaudeBatchOperator.partial(task_id="mapped", **fast).expand(requests=[["Audit x"], ["Audit y", "Audit z"]])
+        ClaudeMessageOperator(task_id="review", requests=["Review this diff"], model="claude-haiku-4-5", max_tokens=32)
+
+        @task
+        def plain() -> int:
+            return 1
+
+        plain()
+    outcome = run_dag(dag)
+    assert set(outcome.task_states.values()) == {"success"}, outcome.task_states
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        run_id = session.scalars(select(XComModel.run_id).where(XComModel.dag_id == "ui_tabs")).first()
+    return {"run_id": run_id, "headers": {"Authorization": f"Bearer {token(api_client)}"}}
+
+
+def test_the_tab_works_on_unmapped_and_mapped_tasks_as_the_ui_fills_its_url(api_client, tabs_run):
+    headers, run_id = tabs_run["headers"], tabs_run["run_id"]
+    plugins = api_client.get("/api/v2/plugins", headers=headers).json()["plugins"]
+    [href] = [v["href"] for p in plugins if p["name"] == "claude_batch" for v in p["external_views"]
+              if v["destination"] == "task_instance"]  # fmt: skip
+
+    # Unmapped: the UI leaves {MAP_INDEX} in the URL. Airflow 3.3.2 answered this with int_parsing.
+    page = ui_href(href, "ui_tabs", run_id, "unmapped", None)
+    assert "map_index={MAP_INDEX}" in page
+    html_page = api_client.get(page, headers=headers)
+    assert html_page.status_code == 200 and '"map_index": -1' in html_page.text
+    api = api_client.get(page.replace("/task/", "/api/task/"), headers=headers)
+    assert api.status_code == 200, api.text
+    assert api.json()["row"]["task_id"] == "unmapped" and api.json()["row"]["map_index"] == -1
+    assert api.json()["row"]["request_counts"] == {"succeeded": 2}
+
+    # Mapped: the UI fills the map index from its route; each instance has its own batch.
+    for index, count in ((0, 1), (1, 2)):
+        mapped = ui_href(href, "ui_tabs", run_id, "mapped", index).replace("/task/", "/api/task/")
+        row = api_client.get(mapped, headers=headers).json()["row"]
+        assert row["map_index"] == index and row["request_counts"] == {"succeeded": count}
+        assert row["task_page"].endswith(f"?map_index={index}")
+
+    # A mapped task asked without a map index lists its instances instead of failing.
+    listing = api_client.get(ui_href(href, "ui_tabs", run_id, "mapped", None).replace("/task/", "/api/task/"),
+                             headers=headers).json()  # fmt: skip
+    assert listing["row"] is None and sorted(r["map_index"] for r in listing["rows"]) == [0, 1]
+    assert "mapped task" in listing["message"]
+
+    bad = api_client.get(f"/claude-batch/api/task/ui_tabs/{run_id}/unmapped?map_index=first", headers=headers)
+    assert bad.status_code == 422 and "map_index must be a whole number" in bad.json()["detail"]
+
+
+def test_the_tab_of_a_synchronous_task_says_what_batching_would_have_saved(api_client, tabs_run):
+    headers, run_id = tabs_run["headers"], tabs_run["run_id"]
+    body = api_client.get(f"/claude-batch/api/task/ui_tabs/{run_id}/review?map_index={{MAP_INDEX}}", headers=headers)
+    assert body.status_code == 200, body.text
+    row = body.json()["row"]
+    assert row["route"] == "sync" and row["batch_ids"] == [] and row["task_state"] == "success"
+    assert "saving_usd" not in row["cost"]  # nothing was saved on the synchronous route
+    assert row["cost"]["batching_would_save_usd"] == pytest.approx(row["cost"]["sync_usd"] - row["cost"]["batch_usd"])
+    assert row["cost"]["batching_would_save_usd"] > 0
+
+
+def test_the_tab_of_a_task_that_is_not_claude_explains_instead_of_erroring(api_client, tabs_run):
+    headers, run_id = tabs_run["headers"], tabs_run["run_id"]
+    missing = api_client.get(f"/claude-batch/api/task/ui_tabs/{run_id}/plain?map_index={{MAP_INDEX}}", headers=headers)
+    assert missing.status_code == 404
+    assert "not a ClaudeBatchOperator or ClaudeMessageOperator task" in missing.json()["detail"]
+
+
+def test_costs_api_and_routing_page_sum_the_landed_manifests(api_client, tabs_run):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    headers = tabs_run["headers"]
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(XComModel.dag_id == "ui_tabs", XComModel.key == "return_value")
+        ).all()
+        manifests = [XComModel.deserialize_value(r) for r in rows]
+    # Every run of the DAG in this database (each test that uses tabs_run adds one): the page sums them all.
+    manifests = [m for m in manifests if isinstance(m, dict) and "manifest_uri" in m]
+    batch = [m for m in manifests if m["route"] == "batch"]
+    sync = [m for m in manifests if m["route"] == "sync"]
+    runs = len(sync)
+    assert runs >= 1 and len(batch) == 3 * runs
+    assert all(m["submitted_at"] <= m["landed_at"] for m in manifests)
+
+    costs = api_client.get("/claude-batch/api/costs?dag_id=ui_tabs", headers=headers).json()
+    assert len(costs["days"]) == 30 and "ui_tabs" in costs["dag_ids"]
+    assert costs["batch_route"]["spend_usd"] == pytest.approx(sum(m["cost"]["batch_usd"] for m in batch), abs=1e-6)
+    assert sum(costs["batch_route"]["sync_equivalent_usd"]) == pytest.approx(
+        sum(m["cost"]["sync_usd"] for m in batch), abs=1e-6
+    )
+    assert costs["sync_route"]["batching_would_save_usd"] == pytest.approx(
+        sum(m["cost"]["batching_would_save_usd"] for m in sync), abs=1e-6
+    )
+    assert sum(costs["requests_by_outcome"]["succeeded"]) == 6 * runs  # 2 + 1 + 2 batched, 1 synchronous
+    assert costs["tasks"] == {"batch": 3 * runs, "sync": runs} and costs["time_to_land"]["count"] == 3 * runs
+
+    page = api_client.get("/claude-batch/routing?dag_id=ui_tabs", headers=headers)
+    assert page.status_code == 200 and page.text.count("<svg") == 3
+    assert '<option value="ui_tabs" selected>' in page.text
+    assert api_client.get("/claude-batch/routing").status_code == 401
+
+
+def test_routing_audit_parses_the_deployed_dag_folder_in_a_child_process(api_client, monkeypatch):
+    from airflow_provider_claude_batch.plugins import ui
+
+    from airflow.models.dagbag import DagBag
+    from airflow_support import register_dag
+
+    examples = REPO_ROOT / "dags_examples"
+    # Deployed: the dag-processor has them in the database, which is what says who may read them.
+    for dag in DagBag(dag_folder=str(examples)).dags.values():
+        register_dag(dag)
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(examples))
+    ui.audit_runner._cached.clear()
+    headers = {"Authorization": f"Bearer {token(api_client)}"}
+    fragment = api_client.get("/claude-batch/routing/audit", headers=headers)
+    assert fragment.status_code == 200, fragment.text
+    assert fragment.text.count('class="audit-row"') == 3 and str(examples) in fragment.text
+    assert 'data-dag="pre_merge_review" data-verdict="OK"' in fragment.text
+    document = api_client.get("/claude-batch/api/audit", headers=headers).json()
+    assert {t["dag_id"] for t in document["tasks"]} == {
+        "nightly_test_generation",
+        "compliance_audit",
+        "pre_merge_review",
+    }
+    assert document["audited_at"] in fragment.text  # one audit, cached, answered both
+
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", "/nonexistent/dags")
+    gone = api_client.get("/claude-batch/routing/audit", headers=headers)
+    assert 'id="audit-error"' in gone.text and "has no DAG folder at /nonexistent/dags" in gone.text

@@ -18,7 +18,14 @@ from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.hooks.settings import DEFAULT_MODEL
 from airflow_provider_claude_batch.metrics import emit_landed_metrics
-from airflow_provider_claude_batch.pricing import PRICES_AS_OF, TokenUsage, UnknownModelError, cost_of, price_for
+from airflow_provider_claude_batch.pricing import (
+    PRICES_AS_OF,
+    CostReport,
+    TokenUsage,
+    UnknownModelError,
+    cost_of,
+    price_for,
+)
 from airflow_provider_claude_batch.requests import (
     PreparedRequests,
     RequestDefaults,
@@ -273,7 +280,7 @@ class ClaudeRequestsOperator(BaseOperator):
             "counts": dict(tally.counts),
             "usage": tally.usage_totals(),
             "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
-            "cost": {**cost.as_dict(), **({"warning": unpriced.strip()} if unpriced else {})},
+            "cost": {**_route_cost_fields(cost, route), **({"warning": unpriced.strip()} if unpriced else {})},
             "error_types": dict(tally.error_types),
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
@@ -282,7 +289,7 @@ class ClaudeRequestsOperator(BaseOperator):
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
         self.log.info(
             "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
-            "Cost $%.4f on the %s route ($%.4f on the other; batch saves $%.4f; prices as of %s).%s",
+            "Cost $%.4f on the %s route ($%.4f on the other; batching %s $%.4f; prices as of %s).%s",
             tally.total,
             results_path,
             ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
@@ -290,6 +297,7 @@ class ClaudeRequestsOperator(BaseOperator):
             billed,
             route,
             other,
+            "saved" if route == "batch" else "would have saved",
             cost.saving_usd,
             cost.prices_as_of.isoformat(),
             unpriced,
@@ -298,6 +306,14 @@ class ClaudeRequestsOperator(BaseOperator):
         if verdict:
             raise ClaudeTaskError(f"{verdict}. Every row, failures included, is in {results_path}.")
         return manifest
+
+
+def _route_cost_fields(cost: CostReport, route: str) -> dict[str, Any]:
+    """The manifest's ``cost``. Nothing is saved on the synchronous route: there it says what batching would save."""
+    fields = cost.as_dict()
+    if route != "batch":
+        fields["batching_would_save_usd"] = fields.pop("saving_usd")
+    return fields
 
 
 def results_path_part(name: str) -> str:

@@ -274,10 +274,13 @@ class BatchRun:
 
     def manifest_extra(self) -> dict[str, Any]:
         record = self.record
+        sent = [part.intent_at or part.created_at for item in record.rounds for part in item.parts]
         return {
             "batch_id": record.batch_ids[0] if record.batch_ids else None,
             "batch_ids": record.all_batch_ids(),
             "fingerprint": record.fingerprint,
+            # When the first create was sent: with landed_at, how long the batch route took end to end.
+            "submitted_at": min((moment for moment in sent if moment), default=None),
             "rounds": [
                 {"round": item.round, "batch_ids": item.batch_ids, "requests": item.request_count}
                 for item in record.rounds

@@ -27,6 +27,7 @@ from airflow_provider_claude_batch.policy import workload_for_task
 from airflow_provider_claude_batch.requests import PreparedRequests, encode_json
 from airflow_provider_claude_batch.results import ResultRow, parse_result_line
 from airflow_provider_claude_batch.routing import Workload, decide_route
+from airflow_provider_claude_batch.submission import now_iso
 from airflow_provider_claude_batch.validation import arguments
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
         # cached and never needs the async connection lookup.
         hook.settings  # noqa: B018
         folder = self.results_folder(context)
-        started = time.monotonic()
+        started, submitted_at = time.monotonic(), now_iso()
         transform = self.row_transform()
         with publish_rows(folder / RESULTS_FILE) as sink:
             on_row = sink.add if transform is None else (lambda row: sink.add(transform(row)))
@@ -115,6 +116,7 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
             "batch_id": None,
             "batch_ids": [],
             "fingerprint": prepared.fingerprint(),
+            "submitted_at": submitted_at,
             "rounds": [],
             "max_concurrency": self.max_concurrency,
         }

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_claude_batch.links import task_page_path
+from airflow_provider_claude_batch.plugins.cost_history import route_cost
 from airflow_provider_claude_batch.polling import BatchSnapshot, iso_or_none
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "PROGRESS_NOTE",
     "BatchStatusCache",
     "TaskRecord",
+    "attach_task_details",
     "build_row",
     "find_batch_tasks",
 ]
@@ -202,10 +204,8 @@ def find_batch_tasks(
     :param map_index: only this map index.
     :param limit: at most this many task instances.
     """
-    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
-    from airflow.models.taskinstance import TaskInstance as TI
     from airflow.models.xcom import XComModel
-    from sqlalchemy import select, tuple_
+    from sqlalchemy import select
 
     query = select(XComModel).where(XComModel.key == BATCH_IDS_KEY)
     if readable_dag_ids is not None:
@@ -235,8 +235,23 @@ def find_batch_tasks(
             batch_ids=[str(b) for b in ids or []],
             submitted_at=row.timestamp,
         )
+    attach_task_details(session, records)
+    return list(records.values())
+
+
+def attach_task_details(session: Session, records: Mapping[tuple[str, str, str, int], TaskRecord]) -> None:
+    """Fill in each record's task instance (state, try, operator), landed manifest and rendered connection.
+
+    :param session: a metadata DB session.
+    :param records: the records, by ``(dag_id, run_id, task_id, map_index)``.
+    """
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields as RTIF
+    from airflow.models.taskinstance import TaskInstance as TI
+    from airflow.models.xcom import XComModel
+    from sqlalchemy import select, tuple_
+
     if not records:
-        return []
+        return
     keys = list(records)
     ti_key = tuple_(TI.dag_id, TI.run_id, TI.task_id, TI.map_index)
     for ti in session.scalars(select(TI).where(ti_key.in_(keys))).all():
@@ -261,7 +276,6 @@ def find_batch_tasks(
         conn_id = (rtif.rendered_fields or {}).get("claude_conn_id")
         if record is not None and isinstance(conn_id, str) and conn_id:
             record.conn_id = conn_id
-    return list(records.values())
 
 
 # -- rows --------------------------------------------------------------------------------------
@@ -342,7 +356,6 @@ def build_row(record: TaskRecord, lookups: Mapping[tuple[str, str], Lookup], now
         # Once landed, the rows are the truth (the API may have been unreachable since, or deleted).
         landed_counts = {k: int(v) for k, v in manifest["counts"].items() if int(v)}
         counts = landed_counts or counts
-    cost = manifest.get("cost") or {}
     usage = manifest.get("usage") or {}
     return {
         "dag_id": record.dag_id,
@@ -363,7 +376,7 @@ def build_row(record: TaskRecord, lookups: Mapping[tuple[str, str], Lookup], now
         "landed": landed,
         "landed_at": manifest.get("landed_at"),
         "usage": {k: int(v) for k, v in usage.items()} if usage else None,
-        "cost": ({k: cost.get(k) for k in ("batch_usd", "sync_usd", "saving_usd", "prices_as_of")} if cost else None),
+        "cost": route_cost(manifest),
         "route": manifest.get("route"),
         "results_uri": manifest.get("results_uri"),
         "manifest_uri": manifest.get("manifest_uri"),
