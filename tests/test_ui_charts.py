@@ -134,12 +134,12 @@ def test_time_to_land_is_a_distribution_with_quantiles():
     ]
     timing = cost_history(tasks, today=TODAY).time_to_land()
     histogram = {item["bucket"]: item["tasks"] for item in timing["histogram"]}
-    assert histogram["< 1 min"] == 1 and histogram["1-5 min"] == 1 and histogram["5-15 min"] == 1
-    assert histogram["30-60 min"] == 1 and histogram["1-2 h"] == 1 and histogram["4-8 h"] == 1
-    assert histogram["> 24 h"] == 1 and sum(histogram.values()) == 7 and len(histogram) == 11
+    assert histogram["<1m"] == 1 and histogram["1-5m"] == 1 and histogram["5-15m"] == 1
+    assert histogram["30-60m"] == 1 and histogram["1-2h"] == 1 and histogram["4-8h"] == 1
+    assert histogram[">24h"] == 1 and sum(histogram.values()) == 7 and len(histogram) == 11
     assert timing["p50_seconds"] == 3000 and timing["max_seconds"] == 90000
     assert percentile([1, 2, 3, 4], 0.5) == 2.5 and percentile([], 0.9) is None
-    assert duration_histogram([59.9, 60])[0:2] == [("< 1 min", 1), ("1-5 min", 1)]
+    assert duration_histogram([59.9, 60])[0:2] == [("<1m", 1), ("1-5m", 1)]
 
 
 def test_nice_ticks_and_money_labels():
@@ -194,7 +194,9 @@ def test_routing_page_has_the_three_charts_cards_and_the_dag_filter():
         landed_task("nightly", "r", "t", -1, manifest("batch", at(TODAY, 3), batch=0.5, sync=1.0, submitted=submitted)),
         landed_task("review", "r", "t", -1, manifest("sync", at(TODAY, 4), batch=0.1, sync=0.2)),
     ]
-    page = render_routing_page("/claude-batch", cost_history(tasks, today=TODAY), dag_id=None)
+    page = render_routing_page(
+        "/claude-batch", cost_history(tasks, today=TODAY), dag_id=None, generated_at=at(TODAY, 11)
+    )
     for chart in ("chart-spend", "chart-outcomes", "chart-time-to-land"):
         assert f'id="{chart}"' in page
     assert page.count("<svg") == 3 and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
@@ -203,6 +205,7 @@ def test_routing_page_has_the_three_charts_cards_and_the_dag_filter():
     assert re.search(r'id="card-time-to-land"><b>1h 00m / 1h 00m</b>', page)
     assert '<option value="nightly">nightly</option>' in page and '<option value="review">review</option>' in page
     assert 'href="/claude-batch/"' in page  # back to the fleet page
+    assert '<span id="updated">as of 11:00 UTC</span>' in page
 
 
 def test_audit_fragment_shows_only_readable_dags_with_verdicts_and_totals():
@@ -241,6 +244,6 @@ def test_batch_pages_inline_their_assets_and_keep_values_out_of_the_markup():
 
 
 def test_an_empty_history_renders_empty_charts():
-    page = render_routing_page("/claude-batch", cost_history([], today=TODAY), dag_id="gone")
+    page = render_routing_page("/claude-batch", cost_history([], today=TODAY), dag_id="gone", generated_at=at(TODAY))
     assert page.count("No batch-route task") >= 1 and '<option value="gone" selected>' in page
     assert isinstance(CostHistory, type)

@@ -330,8 +330,9 @@ def tabs_run(api_client, claude_emulator, tmp_path):
         ClaudeMessageOperator(task_id="review", requests=["Review this diff"], model="claude-haiku-4-5", max_tokens=32)
 
         @task
-        def plain() -> int:
-            return 1
+        def plain() -> dict[str, list[str]]:
+            # A dict return pushes one XCom per key (multiple_outputs), "batch_ids" included: not a batch task.
+            return {"batch_ids": ["not-a-batch"]}
 
         plain()
     outcome = run_dag(dag)
@@ -394,6 +395,8 @@ def test_the_tab_of_a_task_that_is_not_claude_explains_instead_of_erroring(api_c
     missing = api_client.get(f"/claude-batch/api/task/ui_tabs/{run_id}/plain?map_index={{MAP_INDEX}}", headers=headers)
     assert missing.status_code == 404
     assert "not a ClaudeBatchOperator or ClaudeMessageOperator task" in missing.json()["detail"]
+    fleet = api_client.get("/claude-batch/api/batches?dag_id=ui_tabs", headers=headers).json()["rows"]
+    assert {row["task_id"] for row in fleet} == {"unmapped", "mapped"}
 
 
 def test_costs_api_and_routing_page_sum_the_landed_manifests(api_client, tabs_run):
@@ -434,10 +437,10 @@ def test_costs_api_and_routing_page_sum_the_landed_manifests(api_client, tabs_ru
 
 
 def test_routing_audit_parses_the_deployed_dag_folder_in_a_child_process(api_client, monkeypatch):
-    from airflow_provider_claude_batch.plugins import ui
-
     from airflow.models.dagbag import DagBag
     from airflow_support import register_dag
+
+    from airflow_provider_claude_batch.plugins import ui
 
     examples = REPO_ROOT / "dags_examples"
     # Deployed: the dag-processor has them in the database, which is what says who may read them.

@@ -21,6 +21,8 @@ _MARGIN_RIGHT = 12
 _MARGIN_TOP = 28
 _MARGIN_BOTTOM = 44
 _LEGEND_ROW = 16
+_CHAR_WIDTH = 6.2
+"""About the width of one character of the charts' 11 px labels: enough to lay labels out without overlap."""
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,8 @@ def bar_chart(
         categories
     )
     peak = max([*totals, *((v or 0.0) for v in (line.values if line else []))], default=0.0)
-    legend_items = [*series, *([line] if line else [])]
-    legend_rows = math.ceil(len(legend_items) / 3) if legend_items else 0
+    legend = _legend_layout([*series, *([line] if line else [])], width)
+    legend_rows = 1 + max((row for _, _, row in legend), default=-1)
     full_height = height + legend_rows * _LEGEND_ROW + 6
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {full_height}" '
@@ -131,14 +133,15 @@ def bar_chart(
         )
     slot = plot_w / max(len(categories), 1)
     bar_w = max(slot * 0.72, 1.0)
+    # Labels wider than their slot go on two staggered lines rather than over each other.
+    widest = max((len(c) * _CHAR_WIDTH for c in categories), default=0.0)
+    stagger = widest > slot * max(label_every, 1) * 0.95
     for index, category in enumerate(categories):
         x = _MARGIN_LEFT + index * slot + (slot - bar_w) / 2
         if index % max(label_every, 1) == 0 or index == len(categories) - 1:
             center = x + bar_w / 2
-            parts.append(
-                f'<text x="{center:.1f}" y="{_MARGIN_TOP + plot_h + 16}" text-anchor="middle">'
-                f"{html.escape(category)}</text>"
-            )
+            y = _MARGIN_TOP + plot_h + 16 + (12 if stagger and index % 2 else 0)
+            parts.append(f'<text x="{center:.1f}" y="{y}" text-anchor="middle">{html.escape(category)}</text>')
         base = 0.0
         for item in series:
             value = item.values[index] or 0.0
@@ -173,10 +176,8 @@ def bar_chart(
             f'<text class="empty" x="{_MARGIN_LEFT + plot_w / 2:.1f}" y="{_MARGIN_TOP + plot_h / 2:.1f}" '
             f'text-anchor="middle">{html.escape(empty_text)}</text>'
         )
-    column_w = (width - _MARGIN_LEFT) / 3
-    for position, item in enumerate(legend_items):
-        x = _MARGIN_LEFT + (position % 3) * column_w
-        y = height + (position // 3) * _LEGEND_ROW
+    for item, x, row in legend:
+        y = height + row * _LEGEND_ROW
         if item is line:
             parts.append(f'<line class="line" x1="{x:.1f}" x2="{x + 14:.1f}" y1="{y - 4}" y2="{y - 4}"/>')
         else:
@@ -184,3 +185,16 @@ def bar_chart(
         parts.append(f'<text x="{x + 18:.1f}" y="{y}">{html.escape(item.name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _legend_layout(items: Sequence[Series], width: int) -> list[tuple[Series, float, int]]:
+    """Legend entries flowed left to right, wrapping to a new row: ``(item, x, row)``."""
+    placed: list[tuple[Series, float, int]] = []
+    x, row = float(_MARGIN_LEFT), 0
+    for item in items:
+        entry = 18 + len(item.name) * _CHAR_WIDTH + 16
+        if x + entry > width and x > _MARGIN_LEFT:
+            x, row = float(_MARGIN_LEFT), row + 1
+        placed.append((item, x, row))
+        x += entry
+    return placed

@@ -35,17 +35,17 @@ __all__ = [
 OUTCOMES = ("succeeded", "errored", "expired", "canceled", "invalid_output")
 """Row statuses of a landed task, in the order the charts stack them; anything else is "other"."""
 DURATION_BUCKETS: tuple[tuple[float, str], ...] = (
-    (60, "< 1 min"),
-    (5 * 60, "1-5 min"),
-    (15 * 60, "5-15 min"),
-    (30 * 60, "15-30 min"),
-    (3600, "30-60 min"),
-    (2 * 3600, "1-2 h"),
-    (4 * 3600, "2-4 h"),
-    (8 * 3600, "4-8 h"),
-    (12 * 3600, "8-12 h"),
-    (24 * 3600, "12-24 h"),
-    (math.inf, "> 24 h"),
+    (60, "<1m"),
+    (5 * 60, "1-5m"),
+    (15 * 60, "5-15m"),
+    (30 * 60, "15-30m"),
+    (3600, "30-60m"),
+    (2 * 3600, "1-2h"),
+    (4 * 3600, "2-4h"),
+    (8 * 3600, "4-8h"),
+    (12 * 3600, "8-12h"),
+    (24 * 3600, "12-24h"),
+    (math.inf, ">24h"),
 )
 """Upper bounds (seconds, exclusive) and labels of the time-to-land histogram: minutes to the 24-hour window."""
 _COST_KEYS = ("batch_usd", "sync_usd", "prices_as_of")

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_claude_batch.links import task_page_path
+from airflow_provider_claude_batch.links import ClaudeBatchLink, task_page_path
 from airflow_provider_claude_batch.plugins.cost_history import route_cost
 from airflow_provider_claude_batch.polling import BatchSnapshot, iso_or_none
 
@@ -44,6 +44,7 @@ __all__ = [
 
 BATCH_IDS_KEY = "batch_ids"
 MANIFEST_KEY = "return_value"
+LINK_XCOM_KEY = ClaudeBatchLink().xcom_key
 BATCH_WINDOW_SECONDS = 24 * 3600.0
 DEFAULT_CONN_ID = "claude_default"
 PROGRESS_NOTE = (
@@ -205,9 +206,20 @@ def find_batch_tasks(
     :param limit: at most this many task instances.
     """
     from airflow.models.xcom import XComModel
-    from sqlalchemy import select
+    from sqlalchemy import exists, select
+    from sqlalchemy.orm import aliased
 
-    query = select(XComModel).where(XComModel.key == BATCH_IDS_KEY)
+    # A batch_ids XCom alone is not enough: a TaskFlow task returning a dict with a "batch_ids" key
+    # (multiple_outputs) pushes one too. ClaudeBatchOperator pushes its link's XCom with it.
+    link = aliased(XComModel)
+    pushed_link = exists().where(
+        link.key == LINK_XCOM_KEY,
+        link.dag_id == XComModel.dag_id,
+        link.run_id == XComModel.run_id,
+        link.task_id == XComModel.task_id,
+        link.map_index == XComModel.map_index,
+    )
+    query = select(XComModel).where(XComModel.key == BATCH_IDS_KEY, pushed_link)
     if readable_dag_ids is not None:
         if not readable_dag_ids:
             return []

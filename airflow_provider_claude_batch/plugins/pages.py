@@ -101,14 +101,20 @@ def render_document(
     return "".join(out)
 
 
-def nav_links(prefix: str, *, fleet: bool, routing: bool) -> str:
-    """The links at the top right: "All batches", "Routing & cost", and the refresh time."""
+def nav_links(prefix: str, *, fleet: bool, routing: bool, status: str) -> str:
+    """The links at the top right ("All batches", "Routing & cost") and a status line.
+
+    :param prefix: where the app is mounted.
+    :param fleet: link to the fleet page.
+    :param routing: link to the Routing & cost page.
+    :param status: the status text (escaped here), in ``<span id="updated">``.
+    """
     links = []
     if fleet:
         links.append(f'<a href="{html.escape(prefix + "/")}" id="fleet-link">All batches</a>')
     if routing:
         links.append(f'<a href="{html.escape(prefix + ROUTING_PATH)}" id="routing-link">Routing &amp; cost</a>')
-    return " &middot; ".join([*links, '<span id="updated">loading&hellip;</span>'])
+    return " &middot; ".join([*links, f'<span id="updated">{html.escape(status)}</span>'])
 
 
 def render_batches_page(prefix: str, task: dict[str, Any] | None, *, refresh_seconds: int, progress_note: str) -> str:
@@ -136,7 +142,7 @@ def render_batches_page(prefix: str, task: dict[str, Any] | None, *, refresh_sec
         page="task" if task else "fleet",
         title=title,
         subtitle=subtitle,
-        nav=nav_links(prefix, fleet=True, routing=True),
+        nav=nav_links(prefix, fleet=True, routing=True, status="loading\u2026"),
         body=body,
         config=config,
         script="batches.js",

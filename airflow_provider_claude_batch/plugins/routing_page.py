@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Collection, Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from airflow_provider_claude_batch.plugins.charts import Series, bar_chart, compact_count, compact_usd
@@ -20,6 +20,7 @@ from airflow_provider_claude_batch.plugins.pages import nav_links, render_docume
 __all__ = ["render_audit_fragment", "render_routing_page"]
 
 _PALETTE_SIZE = 8
+_CHART_WIDTH = 480  # three side by side on a wide screen, text still readable
 _VERDICT_NOTES = {
     "OK": "on the route the rule gives",
     "VIOLATION": "batched, but something waits on it",
@@ -87,6 +88,7 @@ def _charts(history: CostHistory) -> str:
         title="Spend per day on the batch route, by DAG",
         value_format=compact_usd,
         line=sync_line,
+        width=_CHART_WIDTH,
         label_every=every,
         empty_text="No batch-route task landed in this period.",
     )
@@ -96,6 +98,7 @@ def _charts(history: CostHistory) -> str:
         outcomes,
         title="Requests per day by outcome (both routes)",
         value_format=compact_count,
+        width=_CHART_WIDTH,
         label_every=every,
     )
     timing = history.time_to_land()
@@ -106,13 +109,15 @@ def _charts(history: CostHistory) -> str:
         [Series("batch tasks", counts, "fill-0")],
         title="Time from submission to landed results (batch route)",
         value_format=compact_count,
+        width=_CHART_WIDTH,
         empty_text="No batch-route task with a submission time landed in this period.",
     )
     missing = timing["without_submission_time"]
     time_caption = (
         f"{timing['count']} batch task(s): median {_duration(timing['p50_seconds'])}, p90 "
-        f"{_duration(timing['p90_seconds'])}, longest {_duration(timing['max_seconds'])}. A job whose deadline "
-        "is under the p90 would often wait past it on the batch route; the API promises only 24 hours."
+        f"{_duration(timing['p90_seconds'])}, longest {_duration(timing['max_seconds'])}. One task in ten took "
+        "longer than the p90: a job with a deadline shorter than that would miss it about as often on the batch "
+        "route, whose only promise is 24 hours."
     )
     if missing:
         time_caption += f" {missing} older manifest(s) without a submission time are not counted."
@@ -142,12 +147,13 @@ def _dag_filter(history: CostHistory, selected: str | None) -> str:
     )
 
 
-def render_routing_page(prefix: str, history: CostHistory, *, dag_id: str | None) -> str:
+def render_routing_page(prefix: str, history: CostHistory, *, dag_id: str | None, generated_at: datetime) -> str:
     """The whole page: filter, summary cards, the audit's placeholder and the three charts.
 
     :param prefix: where the app is mounted (``/claude-batch``).
     :param history: the series of the window shown.
     :param dag_id: the DAG the page is filtered to, if any.
+    :param generated_at: when the series were read (UTC), shown at the top.
     """
     prefix = prefix.rstrip("/")
     first, last = history.days[0], history.days[-1]
@@ -165,7 +171,7 @@ def render_routing_page(prefix: str, history: CostHistory, *, dag_id: str | None
         page="routing",
         title="Routing & cost",
         subtitle="Which Claude work is batched, what it costs, how long it takes",
-        nav=nav_links(prefix, fleet=True, routing=False),
+        nav=nav_links(prefix, fleet=True, routing=False, status=f"as of {generated_at:%H:%M} UTC"),
         body=body,
         config={"prefix": prefix, "dagId": dag_id},
         script="routing.js",

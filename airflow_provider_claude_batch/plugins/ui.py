@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse
 
 from airflow_provider_claude_batch.links import PLUGIN_PREFIX
 from airflow_provider_claude_batch.plugins.audit_runner import AuditRunner
-from airflow_provider_claude_batch.plugins.cost_history import cost_history
+from airflow_provider_claude_batch.plugins.cost_history import CostHistory, cost_history
 from airflow_provider_claude_batch.plugins.manifests import landed_tasks, task_manifest
 from airflow_provider_claude_batch.plugins.monitor import (
     PROGRESS_NOTE,
@@ -148,7 +148,7 @@ def create_app(cache: BatchStatusCache | None = None, auditor: AuditRunner | Non
         dag_id: Annotated[str | None, Query()] = None,
     ) -> dict[str, Any]:
         """The series the Routing & cost page charts, from the manifests landed in the last ``days`` days."""
-        return _history(session, _readable(user), days, dag_id or None).as_dict()
+        return _history(session, _readable(user), days, dag_id or None, datetime.now(timezone.utc)).as_dict()
 
     @sub_app.get("/api/audit")
     def audit(user: GetUserDep, refresh: bool = False) -> dict[str, Any]:
@@ -178,8 +178,10 @@ def create_app(cache: BatchStatusCache | None = None, auditor: AuditRunner | Non
     def routing_page(
         request: Request, session: SessionDep, user: GetUserDep, dag_id: Annotated[str | None, Query()] = None
     ) -> HTMLResponse:
-        history = _history(session, _readable(user), HISTORY_DAYS, dag_id or None)
-        return HTMLResponse(render_routing_page(_prefix(request), history, dag_id=dag_id or None))
+        now = datetime.now(timezone.utc)
+        history = _history(session, _readable(user), HISTORY_DAYS, dag_id or None, now)
+        page = render_routing_page(_prefix(request), history, dag_id=dag_id or None, generated_at=now)
+        return HTMLResponse(page)
 
     @sub_app.get(ROUTING_PATH + "/audit", response_class=HTMLResponse)
     def audit_fragment(user: GetUserDep, refresh: bool = False) -> HTMLResponse:
@@ -202,8 +204,7 @@ def _synchronous_task(session: Any, dag_id: str, run_id: str, task_id: str, map_
     return [record]
 
 
-def _history(session: Any, readable: Collection[str], days: int, dag_id: str | None) -> Any:
-    now = datetime.now(timezone.utc)
+def _history(session: Any, readable: Collection[str], days: int, dag_id: str | None, now: datetime) -> CostHistory:
     since = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(), tzinfo=timezone.utc)
     tasks = landed_tasks(session, since=since, readable_dag_ids=readable)
     return cost_history(tasks, today=now.date(), days=days, dag_id=dag_id)

@@ -114,6 +114,8 @@ class AirflowHarness:
     :param emulator_config: ``EmulatorConfig`` fields for the emulator (e.g. ``processing_seconds``).
     :param startup_timeout: seconds allowed for the migration plus all components to be healthy.
     :param extra_env: more environment for every Airflow process (overrides the harness's own).
+    :param copy_into_dags: files and folders copied into ``<home>/dags`` as they are (e.g. the example
+        DAGs and their data); each ``.py`` file copied is a DAG the start waits for (id = file name).
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class AirflowHarness:
         emulator_config: Mapping[str, Any] | None = None,
         startup_timeout: float = 180.0,
         extra_env: Mapping[str, str] | None = None,
+        copy_into_dags: Iterable[Path] = (),
     ) -> None:
         self.home = Path(home)
         self.dags = dict(dags)
@@ -132,6 +135,7 @@ class AirflowHarness:
         self.emulator_config = dict(emulator_config or {})
         self.startup_timeout = startup_timeout
         self.extra_env = dict(extra_env or {})
+        self.copy_into_dags = [Path(path) for path in copy_into_dags]
         self.component_logs = self.home / "component-logs"
         # The emulator prints its key on start-up, so its log lives outside the home that tests scan.
         self.emulator_log = self.home.parent / f"{self.home.name}-emulator.log"
@@ -181,6 +185,12 @@ class AirflowHarness:
         self.component_logs.mkdir(parents=True, exist_ok=True)
         for name, source in self.dags.items():
             (self.home / "dags" / name).write_text(source)
+        for path in self.copy_into_dags:
+            target = self.home / "dags" / path.name
+            if path.is_dir():
+                shutil.copytree(path, target)
+            else:
+                shutil.copyfile(path, target)
         # SimpleAuthManager keeps passwords it finds in its file, so the admin password is known.
         (self.home / "simple_auth_manager_passwords.json").write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
 
@@ -389,7 +399,8 @@ class AirflowHarness:
         return all((body.get(part) or {}).get("status") == "healthy" for part in parts)
 
     def _dag_ids(self) -> list[str]:
-        return [Path(name).stem for name in self.dags]
+        copied = [path.stem for path in self.copy_into_dags if path.suffix == ".py"]
+        return [Path(name).stem for name in self.dags] + copied
 
     def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
         """Until the dag-processor has serialised ``dag_id`` (fails at once on an import error)."""
@@ -407,6 +418,11 @@ class AirflowHarness:
         """Create a manual run; returns its run id."""
         body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
         return str(self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
+
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        """Every run of a DAG, oldest first (scheduled ones included)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns"
+        return list(self.api("GET", path, params={"limit": 100, "order_by": "run_after"})["dag_runs"])
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}")
