@@ -215,8 +215,10 @@ def refusal_message(task: Any, decision: RoutingDecision, prepared: PreparedRequ
         f"Why: {why.rstrip(';')}. "
         f"Found in: {'; '.join(behind) or 'the declared workload'}. "
         f"Fix: {fix} "
-        f"(To switch this check off: [{CONFIG_SECTION}] {CONFIG_OPTION} = False, e.g. "
-        f"AIRFLOW__{CONFIG_SECTION.upper()}__{CONFIG_OPTION.upper()}=False.)"
+        # No square brackets: the Airflow CLI prints import errors through rich, which reads "[section]" as
+        # markup and drops it.
+        f"(To switch this check off, set {CONFIG_OPTION} = False in the {CONFIG_SECTION} section of the "
+        f"Airflow configuration, e.g. AIRFLOW__{CONFIG_SECTION.upper()}__{CONFIG_OPTION.upper()}=False.)"
     )
 
 
