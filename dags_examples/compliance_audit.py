@@ -88,11 +88,14 @@ with DAG(
         max_failed_fraction=0.1,
         # Tokens of one weekly run (every document set), for `claude-batch audit`.
         usage_estimate={"model": "claude-sonnet-4-6", "input_tokens": 400_000, "output_tokens": 100_000},
-        outlets=[AUDIT_FINDINGS],
     ).expand(requests=document_sets())
 
-    @task
-    def write_report(manifests: list[dict[str, Any]], ds: str | None = None) -> dict[str, Any]:
+    # The Asset event comes from the report, not from the batches: once per run (not once per mapped
+    # batch), and only after the report a downstream DAG would read exists.
+    @task(outlets=[AUDIT_FINDINGS])
+    def write_report(
+        manifests: list[dict[str, Any]], ds: str | None = None, outlet_events: Any = None
+    ) -> dict[str, Any]:
         """Counts by severity and the documents that need attention, as Markdown and HTML."""
         audits: dict[str, dict[str, Any]] = {}
         failures: dict[str, str] = {}
@@ -127,6 +130,12 @@ with DAG(
         }
         (out_dir / "report.md").write_text(_markdown(summary, audits, ds))
         (out_dir / "report.html").write_text(_html(summary, audits, ds))
+        if outlet_events is not None:
+            outlet_events[AUDIT_FINDINGS].extra = {
+                "report_markdown": summary["report_markdown"],
+                "report_html": summary["report_html"],
+                "needs_attention": len(attention),
+            }
         print(json.dumps(summary, indent=2))
         return summary
 

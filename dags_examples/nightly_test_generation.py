@@ -83,10 +83,10 @@ with DAG(
         max_failed_fraction=0.25,
         # What a night costs on a real project of ~300 modules; `claude-batch audit` prices it.
         usage_estimate={"model": "claude-sonnet-4-6", "input_tokens": 1_500_000, "output_tokens": 900_000},
-        outlets=[GENERATED_TESTS],
     )
 
-    @task
+    # The Asset event comes once the test files are written, not when the batch lands before them.
+    @task(outlets=[GENERATED_TESTS])
     def write_test_files(manifest: dict[str, Any], ds: str | None = None) -> dict[str, Any]:
         """Write each generated test module, a summary, and remember what was covered."""
         out_dir = AIRFLOW_HOME / "generated_tests" / (ds or "manual")
