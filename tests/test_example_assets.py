@@ -8,6 +8,7 @@ Real ``dag.test()`` runs against the emulator; the events are read from the meta
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -74,6 +75,30 @@ def test_compliance_audit_emits_one_event_after_the_report_exists(claude_emulato
     assert report.is_file() and Path(extra["report_html"]).is_file()
     written = datetime.fromtimestamp(report.stat().st_mtime, timezone.utc)
     assert written <= emitted_at  # the report a downstream DAG reads existed when the event came
+
+    # The findings read as an audit of each document: a sentence it contains, the item it is about.
+    checklist = (EXAMPLES / "data" / "compliance" / "checklist.md").read_text()
+    corpus = {
+        f"{folder.name}-{doc.stem}": " ".join(doc.read_text().split())
+        for folder in (EXAMPLES / "data" / "compliance" / "corpus").iterdir()
+        for doc in folder.glob("*.md")
+    }
+    rows = [
+        json.loads(line) for path in sorted(tmp_path.rglob("results.jsonl")) for line in path.read_text().splitlines()
+    ]
+    assert {row["custom_id"] for row in rows} == set(corpus)
+    findings = 0
+    for row in rows:
+        verdict = row["output"]
+        assert verdict["compliant"] is (verdict["findings"] == [])
+        for finding in verdict["findings"]:
+            findings += 1
+            assert finding["evidence"] in corpus[row["custom_id"]]
+            item = finding["checklist_item"]
+            assert f"- {item} " in checklist and item in finding["recommendation"]
+    assert findings > 0
+    markdown = report.read_text()
+    assert "## Findings" in markdown and "DH-" in markdown.split("## Findings", 1)[1]
 
 
 def test_nightly_generation_emits_after_the_test_files_exist(claude_emulator, airflow_home, tmp_path):

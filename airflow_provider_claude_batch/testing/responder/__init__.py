@@ -13,6 +13,7 @@ imports from ``airflow_provider_claude_batch.testing.responder`` keep working. O
 * :mod:`.params`: parameter checks, create-time and processing-time;
 * :mod:`.prompt`: prompt text, input tokens and prompt-cache accounting;
 * :mod:`.schema_faker`: values valid against a JSON schema (structured outputs, forced tools);
+* :mod:`.grounding`: what those values quote and refer to (the request's sentences, its reference list);
 * :mod:`.pytest_answer`: the runnable pytest module answering a "write tests" prompt;
 * :mod:`.message`: the ``message`` object and its SSE stream events.
 """

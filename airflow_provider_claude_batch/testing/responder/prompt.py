@@ -18,6 +18,7 @@ __all__ = [
     "estimate_tokens",
     "input_token_count",
     "last_user_text",
+    "system_text",
 ]
 
 WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]*")
@@ -52,6 +53,12 @@ def _content_text(content: Any) -> str:
     if isinstance(content, list):
         return "\n".join(_block_text(b) for b in content)
     return _block_text(content)
+
+
+def system_text(params: dict[str, Any]) -> str:
+    """The system prompt's text (a string or text blocks), "" without one."""
+    system = params.get("system")
+    return _content_text(system) if system else ""
 
 
 def last_user_text(params: dict[str, Any]) -> str:

@@ -1,4 +1,14 @@
-"""Values that validate against a JSON schema (structured outputs, forced tool inputs), derived from the prompt."""
+"""Values that validate against a JSON schema (structured outputs, forced tool inputs), derived from the prompt.
+
+Strings are whole lines of the request, chosen by what the field holds (:mod:`.grounding`): a
+passage quotes a line of the document, an identifier names the reference-list entry (checklist
+item, control) that line is about, a recommendation points at that entry's text, a summary starts
+from the document's title, and a yes/no verdict beside a list of problems agrees with the list.
+Checked against a reference list, an array of objects holds one object per line that falls short
+of its entry (a longer time than the entry allows, or by a stable hash of the line when there is
+no time to compare). Enum values and the rest come from a stable hash of the request, so the same
+request always gets the same answer.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,7 @@ import re
 import uuid
 from typing import Any
 
+from .grounding import Grounding, field_role, verdict_field
 from .hashing import hash_int
 from .prompt import WORD_RE, last_user_text
 
@@ -14,6 +25,7 @@ __all__ = ["SchemaFaker", "schema_value"]
 
 _SHALLOW_DEPTH = 4  # past this, only required fields, minimal arrays, null optionals
 _MAX_DEPTH = 64  # unsatisfiable (infinitely recursive) schemas stop here
+_CONTAINERS = ("array", "object")
 
 
 class SchemaFaker:
@@ -24,10 +36,14 @@ class SchemaFaker:
     (first non-null branch), ``allOf`` (merged) and type lists.
     """
 
-    def __init__(self, root: dict[str, Any], words: list[str], seed: str) -> None:
+    def __init__(self, root: dict[str, Any], words: list[str], seed: str, grounding: Grounding | None = None) -> None:
         self._root = root
         self._words = words or ["emulated"]
         self._seed = seed
+        self._grounding = grounding or Grounding(title="", lines=())
+        # The line each object being built is about, innermost last; and the fields built so far.
+        self._anchors: list[str | None] = [None]
+        self._siblings: list[dict[str, Any]] = [{}]
 
     def _h(self, path: str) -> int:
         return hash_int(self._seed, path)
@@ -66,7 +82,7 @@ class SchemaFaker:
             "string": self._string,
             "integer": self._integer,
             "number": self._number,
-            "boolean": lambda s, p, d: self._h(p) % 2 == 0,
+            "boolean": self._boolean,
             "null": lambda s, p, d: None,
         }[kind]
         return maker(schema, path, depth)
@@ -112,24 +128,100 @@ class SchemaFaker:
         props: dict[str, Any] = schema.get("properties") or {}
         required = set(schema.get("required") or [])
         shallow = depth < _SHALLOW_DEPTH
-        return {
-            name: self.value(sub, f"{path}.{name}", depth + 1)
-            for name, sub in props.items()
-            if shallow or name in required
-        }
+        chosen = [(name, sub) for name, sub in props.items() if shallow or name in required]
+        built: dict[str, Any] = {}
+        self._siblings.append(built)
+        try:
+            # Lists and objects first, so a summary or a verdict can agree with what they hold.
+            for name, sub in sorted(chosen, key=lambda item: self._type_of(self._resolve(item[1])) not in _CONTAINERS):
+                built[name] = self.value(sub, f"{path}.{name}", depth + 1)
+        finally:
+            self._siblings.pop()
+        return {name: built[name] for name, _ in chosen}
 
     def _array(self, schema: dict[str, Any], path: str, depth: int) -> list[Any]:
         low = int(schema.get("minItems", 0))
-        count = max(low, 2 if depth < _SHALLOW_DEPTH else 0)
-        if "maxItems" in schema:
-            count = min(count, int(schema["maxItems"]))
+        high = int(schema["maxItems"]) if "maxItems" in schema else None
         items = schema.get("items", {})
         if isinstance(schema.get("prefixItems"), list):
             return [self.value(s, f"{path}[{i}]", depth + 1) for i, s in enumerate(schema["prefixItems"])]
-        return [self.value(items, f"{path}[{i}]", depth + 1) for i in range(count)]
+        anchors = self._item_anchors(items, path, depth)
+        if anchors is None:
+            count = max(low, 2 if depth < _SHALLOW_DEPTH else 0)
+            anchors = [self._anchors[-1]] * (count if high is None else min(count, high))
+        else:  # objects about lines that fall short of a reference list: one each, maybe none
+            count = max(low, len(anchors)) if high is None else min(max(low, len(anchors)), high)
+            anchors = [anchors[i % len(anchors)] if anchors else None for i in range(count)]
+        values = []
+        for index, anchor in enumerate(anchors):
+            self._anchors.append(anchor)
+            try:
+                values.append(self.value(items, f"{path}[{index}]", depth + 1))
+            finally:
+                self._anchors.pop()
+        return values
+
+    def _item_anchors(self, items: Any, path: str, depth: int) -> list[str] | None:
+        """For an array of objects checked against a reference list, the lines that fall short of their
+        entry, in document order; None otherwise (each item is then about the enclosing object's line).
+
+        A line falls short when it states a longer time than its entry allows; a line with no time to
+        compare does one time in four (a stable hash of the request and the line).
+        """
+        grounding = self._grounding
+        if not grounding.catalogue or self._type_of(self._resolve(items)) != "object" or depth >= _SHALLOW_DEPTH:
+            return None
+        flagged = []
+        for line, key in grounding.related_lines():
+            verdict = grounding.exceeds(line, key)
+            if verdict or (verdict is None and hash_int(self._seed, path, line) % 4 == 0):
+                flagged.append(line)
+        return flagged
+
+    def _boolean(self, schema: dict[str, Any], path: str, depth: int) -> bool:
+        name = path.rsplit(".", 1)[-1]
+        lists = [value for value in self._siblings[-1].values() if isinstance(value, list)]
+        if verdict_field(name) and lists:
+            return not any(lists)  # "compliant" beside its findings: true only when there are none
+        return self._h(path) % 2 == 0
+
+    def _line_for(self, path: str) -> str:
+        lines = self._grounding.lines
+        return lines[self._h(path) % len(lines)] if lines else self._words_for(path)
+
+    def _grounded_text(self, schema: dict[str, Any], path: str) -> str:
+        """A string of the kind the field holds, from the request's lines (see the module docstring)."""
+        grounding = self._grounding
+        name = path.rsplit(".", 1)[-1]
+        anchor = self._anchors[-1]
+        line = anchor or self._line_for(path)
+        entry = grounding.related_id(line) if grounding.catalogue else None
+        role = field_role(name, schema)
+        if role == "identifier" and entry is not None:
+            return entry
+        if role == "recommendation" and entry is not None:
+            return f"Bring this in line with {entry}: {grounding.catalogue[entry]}"
+        if role == "recommendation":
+            return f"Review this: {line}"
+        if role == "summary" and grounding.title:
+            return self._summary(grounding)
+        if role == "identifier":
+            return self._words_for(path)
+        return line
+
+    def _summary(self, grounding: Grounding) -> str:
+        """The title, and with a reference list, what the lists beside it found."""
+        found = [item for value in self._siblings[-1].values() if isinstance(value, list) for item in value]
+        if not grounding.catalogue or not all(isinstance(item, dict) for item in found):
+            return grounding.title
+        if not found:
+            return f"{grounding.title}: no findings."
+        entries = sorted({str(v) for item in found for v in item.values() if v in grounding.catalogue})
+        against = f" ({', '.join(entries)})" if entries else ""
+        return f"{grounding.title}: {len(found)} finding(s){against}."
 
     def _string(self, schema: dict[str, Any], path: str, depth: int) -> str:
-        text = self._format_value(schema.get("format"), path) or self._words_for(path)
+        text = self._format_value(schema.get("format"), path) or self._grounded_text(schema, path)
         min_len = int(schema.get("minLength", 0))
         while len(text) < min_len:
             text = f"{text} {self._words_for(path + '+')}"
@@ -205,6 +297,8 @@ def _drop_required(value: Any, schema: dict[str, Any], faker: SchemaFaker) -> An
 def schema_value(params: dict[str, Any], schema: dict[str, Any], salt: str, invalid: bool) -> Any:
     """Generate (and optionally break) a schema instance derived from the prompt."""
     prompt = last_user_text(params)
-    faker = SchemaFaker(schema, WORD_RE.findall(prompt), seed=f"{salt}:{prompt}")
+    faker = SchemaFaker(
+        schema, WORD_RE.findall(prompt), seed=f"{salt}:{prompt}", grounding=Grounding.from_params(params)
+    )
     value = faker.value(schema)
     return _drop_required(value, schema, faker) if invalid else value
