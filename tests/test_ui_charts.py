@@ -240,7 +240,9 @@ def test_batch_pages_inline_their_assets_and_keep_values_out_of_the_markup():
     assert "<\\/script>" in page and "d</script>" not in page  # the config JSON cannot close its script
     assert "Claude batch \u00b7 t" in page and "/ map 2" in page
     assert "function refresh()" in page and ":root {" in page  # script and stylesheet inlined
-    assert 'id="routing-link"' in page and "{{" not in page
+    assert 'id="routing-link"' in page and 'id="fleet-link"' in page and "{{" not in page
+    fleet = render_batches_page("/claude-batch", None, refresh_seconds=10, progress_note="n")
+    assert 'id="fleet-link"' not in fleet and '<span class="meta"><a href="/claude-batch/routing"' in fleet
 
 
 def test_an_empty_history_renders_empty_charts():

@@ -142,7 +142,7 @@ def render_batches_page(prefix: str, task: dict[str, Any] | None, *, refresh_sec
         page="task" if task else "fleet",
         title=title,
         subtitle=subtitle,
-        nav=nav_links(prefix, fleet=True, routing=True, status="loading\u2026"),
+        nav=nav_links(prefix, fleet=task is not None, routing=True, status="loading\u2026"),
         body=body,
         config=config,
         script="batches.js",

@@ -8,7 +8,6 @@
   var content = document.getElementById("content");
   document.getElementById("note").textContent = "Bars show " + cfg.progressNote.charAt(0).toLowerCase() +
     cfg.progressNote.slice(1) + " Refreshes every " + cfg.refreshSeconds + " s.";
-  if (!cfg.task) { document.getElementById("fleet-link").style.display = "none"; }
 
   function esc(value) {
     return String(value === null || value === undefined ? "" : value).replace(/[&<>"']/g, function (c) {
