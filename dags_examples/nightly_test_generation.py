@@ -20,7 +20,11 @@ from typing import Any
 
 import pendulum
 from airflow.sdk import DAG, Asset, task
-from airflow.sdk.exceptions import AirflowSkipException
+
+try:
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # Airflow 3.1 has it only in airflow.exceptions
+    from airflow.exceptions import AirflowSkipException
 
 from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
 
