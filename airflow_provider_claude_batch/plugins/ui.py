@@ -16,7 +16,8 @@ Routes (under ``/claude-batch``):
 
 Registered through the ``airflow.plugins`` entry point (provider-info ``plugins`` is read only with
 ``[core] lazy_discover_providers = False``). Pages: :mod:`.pages`, :mod:`.routing_page`; data:
-:mod:`.monitor`, :mod:`.manifests`, :mod:`.cost_history`, :mod:`.audit_runner`. See ``docs/monitoring.md``.
+:mod:`.task_records`, :mod:`.monitor`, :mod:`.manifests`, :mod:`.cost_history`, :mod:`.audit_runner`.
+See ``docs/monitoring.md``.
 """
 
 from __future__ import annotations
@@ -37,17 +38,11 @@ from fastapi.responses import HTMLResponse
 from airflow_provider_claude_batch.links import PLUGIN_PREFIX
 from airflow_provider_claude_batch.plugins.audit_runner import AuditRunner
 from airflow_provider_claude_batch.plugins.cost_history import CostHistory, cost_history
-from airflow_provider_claude_batch.plugins.manifests import landed_tasks, task_manifest
-from airflow_provider_claude_batch.plugins.monitor import (
-    PROGRESS_NOTE,
-    BatchStatusCache,
-    TaskRecord,
-    attach_task_details,
-    build_rows,
-    find_batch_tasks,
-)
+from airflow_provider_claude_batch.plugins.manifests import landed_tasks
+from airflow_provider_claude_batch.plugins.monitor import PROGRESS_NOTE, BatchStatusCache, build_rows
 from airflow_provider_claude_batch.plugins.pages import ROUTING_PATH, parse_map_index, render_batches_page
 from airflow_provider_claude_batch.plugins.routing_page import render_audit_fragment, render_routing_page
+from airflow_provider_claude_batch.plugins.task_records import find_batch_tasks, synchronous_task
 
 __all__ = ["ClaudeBatchPlugin", "app", "audit_runner", "create_app", "status_cache"]
 
@@ -124,7 +119,7 @@ def create_app(cache: BatchStatusCache | None = None, auditor: AuditRunner | Non
         index = _map_index(map_index)
         records = find_batch_tasks(session, dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=index)
         if not records:
-            records = _synchronous_task(session, dag_id, run_id, task_id, index)
+            records = synchronous_task(session, dag_id, run_id, task_id, index)
         if records:
             rows = build_rows(records, lookups)
             return {**_payload(rows), "row": rows[0]}
@@ -192,16 +187,6 @@ def create_app(cache: BatchStatusCache | None = None, auditor: AuditRunner | Non
         return HTMLResponse(fragment)
 
     return sub_app
-
-
-def _synchronous_task(session: Any, dag_id: str, run_id: str, task_id: str, map_index: int) -> list[TaskRecord]:
-    """A task with a landed manifest but no batch: a ClaudeMessageOperator task (route ``sync``)."""
-    manifest = task_manifest(session, dag_id, run_id, task_id, map_index)
-    if manifest is None:
-        return []
-    record = TaskRecord(dag_id, run_id, task_id, map_index, batch_ids=[])
-    attach_task_details(session, {(dag_id, run_id, task_id, map_index): record})
-    return [record]
 
 
 def _history(session: Any, readable: Collection[str], days: int, dag_id: str | None, now: datetime) -> CostHistory:
