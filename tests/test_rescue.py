@@ -232,3 +232,26 @@ def test_an_input_the_rescue_cannot_finish_is_refused_at_run_time_with_the_numbe
 def test_rescue_arguments_are_checked_when_the_dag_is_parsed(kwargs, message):
     with pytest.raises((TypeError, ValueError), match=message):
         ClaudeBatchOperator(task_id="t", requests=["a"], **kwargs)
+
+
+def test_failures_with_no_time_for_a_batch_round_before_the_rescue_point_go_to_the_rescue(claude_emulator, tmp_path):
+    # The batch ends at once with two overloaded requests; a follow-up batch round needs an hour, and the
+    # rescue point is seconds away: the two are sent synchronously instead of being reported.
+    claude_emulator.configure(
+        processing_seconds=0.3,
+        outcomes=[{"match": "^doc-[01]$", "result": "errored", "error_type": "overloaded_error", "times": 1}],
+    )
+    requests = [f"doc-{n}" for n in range(5)]
+    dag = rescue_dag("rescue_failures", requests, tmp_path, deadline=120, rescue_lead=60, min_round_window=3600)
+    outcome = run_dag(dag)
+
+    assert outcome.task_states == {"batch": "success"}
+    routes = {row["custom_id"]: (row["route"], row["status"]) for row in rows_of(tmp_path)}
+    assert routes == {
+        **{f"doc-{n}": ("sync", "succeeded") for n in (0, 1)},
+        **{f"doc-{n}": ("batch", "succeeded") for n in (2, 3, 4)},
+    }
+    state = claude_emulator.state()
+    assert state["create_calls"] == 1 and state["messages_calls"] == 2
+    assert state["batches"][0]["cancel_initiated_at"] is None  # it had ended: nothing to cancel
+    assert outcome.xcom("batch")["rescue"]["reason"] == "transient"

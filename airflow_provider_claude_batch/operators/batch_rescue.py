@@ -91,7 +91,10 @@ class RescueRun:
         )
         run.save()
         if rest.count - answered:
-            run.log.error("The rescue ran out of time: %s. Their rows say canceled.", verdict.reason)
+            run.log.error(
+                "The rescue ran out of time: %s. They keep the rows the batch left them (canceled where it left none).",
+                verdict.reason,
+            )
         elif verdict.reason:
             run.log.warning("%s; reporting them.", verdict.reason)
 
