@@ -11,19 +11,13 @@ This module imports nothing from Airflow.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any
 
-from airflow_provider_claude_batch.pricing import PRICES_AS_OF, TokenUsage, cost_of
+from airflow_provider_claude_batch.pricing import PRICES_AS_OF, TokenUsage, cost_of, round_usd
 from airflow_provider_claude_batch.results import ROUTES, ResultTally
 
 __all__ = ["Bill", "RouteBill", "bill"]
-
-_SIX_PLACES = Decimal("0.000001")
-
-
-def _usd(amount: Decimal) -> float:
-    return float(amount.quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN))
 
 
 @dataclass(frozen=True)
@@ -39,7 +33,7 @@ class RouteBill:
         return {
             "rows": self.rows,
             "usage_by_model": {model: usage.as_dict() for model, usage in self.usage_by_model.items()},
-            "usd": _usd(self.usd),
+            "usd": round_usd(self.usd),
         }
 
 
@@ -65,9 +59,9 @@ class Bill:
     def as_dict(self) -> dict[str, Any]:
         return {
             "by_route": {route.route: route.as_dict() for route in self.routes},
-            "billed_usd": _usd(self.billed_usd),
-            "all_sync_usd": _usd(self.all_sync_usd),
-            "saved_usd": _usd(self.saved_usd),
+            "billed_usd": round_usd(self.billed_usd),
+            "all_sync_usd": round_usd(self.all_sync_usd),
+            "saved_usd": round_usd(self.saved_usd),
             "prices_as_of": PRICES_AS_OF.isoformat(),
             "unpriced_models": list(self.unpriced_models),
         }

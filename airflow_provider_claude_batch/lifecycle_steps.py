@@ -44,19 +44,21 @@ class WaitForCapacity:
 
 
 @dataclass(frozen=True)
-class WaitForBatches:
-    """Every part of the round is created: wait for its batches to end."""
+class _RoundBatches:
+    """A step about the batches of one round."""
 
     round: int
     batch_ids: list[str]
 
 
 @dataclass(frozen=True)
-class LandRound:
-    """The round's batches ended: land their results (a follow-up round is merged over the earlier rows)."""
+class WaitForBatches(_RoundBatches):
+    """Every part of the round is created: wait for its batches to end."""
 
-    round: int
-    batch_ids: list[str]
+
+@dataclass(frozen=True)
+class LandRound(_RoundBatches):
+    """The round's batches ended: land their results (a follow-up round is merged over the earlier rows)."""
 
 
 @dataclass(frozen=True)
@@ -67,19 +69,14 @@ class PlanNextRound:
 
 
 @dataclass(frozen=True)
-class StartRescue:
+class StartRescue(_RoundBatches):
     """The rescue point passed before the round ended: cancel its batches and finish the rest synchronously."""
-
-    round: int
-    batch_ids: list[str]
 
 
 @dataclass(frozen=True)
-class AwaitCancel:
+class AwaitCancel(_RoundBatches):
     """The rescue cancelled these batches: wait until ``until`` for them to end, so what they completed lands."""
 
-    round: int
-    batch_ids: list[str]
     until: datetime
 
 

@@ -250,22 +250,18 @@ def test_a_deadline_kept_by_a_rescue_is_batch_with_rescue_and_one_that_cannot_be
             """
             from datetime import timedelta
 
+            ESTIMATE = {"model": "claude-haiku-4-5", "input_tokens": 1_000_000, "output_tokens": 0}
+
             with DAG("sla_summaries", schedule="@daily", start_date=START, catchup=False):
-                ClaudeBatchOperator(
-                    task_id="kept",
-                    requests=[f"Summarise account {n}" for n in range(40)],
-                    deadline=timedelta(hours=6),
-                    rescue="sync",
-                    rescue_lead=timedelta(hours=1),
-                    usage_estimate={"model": "claude-haiku-4-5", "input_tokens": 1_000_000, "output_tokens": 0},
-                )
-                ClaudeBatchOperator(
-                    task_id="too_tight",
-                    requests=[f"Summarise account {n}" for n in range(40)],
-                    deadline=timedelta(hours=6),
-                    rescue="sync",
-                    rescue_lead=timedelta(minutes=1),
-                )
+                for task_id, lead in (("kept", timedelta(hours=1)), ("too_tight", timedelta(minutes=1))):
+                    ClaudeBatchOperator(
+                        task_id=task_id,
+                        requests=[f"Summarise account {n}" for n in range(40)],
+                        deadline=timedelta(hours=6),
+                        rescue="sync",
+                        rescue_lead=lead,
+                        usage_estimate=ESTIMATE,
+                    )
             """
         )
     )
