@@ -6,8 +6,10 @@ DAGs are audited too) and, for every ``ClaudeBatchOperator`` and ``ClaudeMessage
 compares the route it runs on with the route the rule gives (:func:`~.routing.decide_route` on the
 workload :func:`~.policy.workload_for_task` reads from the DAG file, exactly as the policy does):
 
-* ``OK``: on the route the rule gives;
-* ``VIOLATION``: batched although something waits on it (the policy refuses it when enforced);
+* ``OK``: on the route the rule gives (a batch with a synchronous rescue runs as "batch with
+  rescue": its deadline under 24 hours is kept by the rescue);
+* ``VIOLATION``: batched although something waits on it, or although its rescue cannot finish the
+  input inside its lead (the policy refuses it when enforced);
 * ``SAVING``: synchronous although nobody waits on it: the batch discount left on the table.
 
 Each task is priced from a per-run token estimate: the average of the manifests its past runs left
@@ -45,7 +47,7 @@ from airflow_provider_claude_batch.pricing import (
     cost_of,
     monthly_cost,
 )
-from airflow_provider_claude_batch.routing import decide_route
+from airflow_provider_claude_batch.routing import BATCH_WITH_RESCUE, decide_route
 from airflow_provider_claude_batch.schedule import MONTH, schedule_period
 
 __all__ = ["AuditReport", "TaskAudit", "audit_dags", "audit_folder", "render_json", "render_table"]
@@ -64,7 +66,7 @@ class TaskAudit:
     task_id: str
     operator: str
     route: str
-    """The route it runs on: "batch" (ClaudeBatchOperator) or "sync" (ClaudeMessageOperator)."""
+    """The route it runs on: "batch" or "batch with rescue" (ClaudeBatchOperator), "sync" (ClaudeMessageOperator)."""
     rule_route: str
     verdict: Verdict
     decided_by: str
@@ -175,7 +177,9 @@ def audit_dags(dags: Iterable[Any], results_root: Path | None = None) -> list[Ta
             cls = operator_class(task)
             if cls is None or not issubclass(cls, (ClaudeBatchOperator, ClaudeMessageOperator)):
                 continue
-            route = "batch" if issubclass(cls, ClaudeBatchOperator) else "sync"
+            route = "sync"
+            if issubclass(cls, ClaudeBatchOperator):
+                route = BATCH_WITH_RESCUE if declared_argument(task, "rescue") else "batch"
             audits.append(_audit_task(dag, task, cls.__name__, route, results_root))
     return audits
 
@@ -184,8 +188,8 @@ def _audit_task(dag: Any, task: Any, operator: str, route: str, results_root: Pa
     workload, sources = workload_for_task(task)
     decision = decide_route(workload)
     verdict: Verdict = "OK"
-    if route != decision.route:
-        verdict = "VIOLATION" if route == "batch" else "SAVING"
+    if (route == "sync") != (decision.route == "sync"):  # a rescue that is not needed is still a batch
+        verdict = "SAVING" if route == "sync" else "VIOLATION"
     period = schedule_period(dag.timetable)
     runs = period.runs_per_month if period is not None else None
     usage, usage_source = _usage_per_run(dag.dag_id, task, results_root)
@@ -291,7 +295,8 @@ def _dagbag(folder: Path) -> Any:
 def _at(report: CostReport | None, route: str) -> Decimal:
     if report is None:
         return Decimal(0)
-    return report.batch_usd if route == "batch" else report.sync_usd
+    # A batch with rescue is priced as a batch: only a rescued run pays the sync price, for what it rescued.
+    return report.sync_usd if route == "sync" else report.batch_usd
 
 
 def _usd(amount: Decimal) -> float:

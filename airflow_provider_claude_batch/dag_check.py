@@ -6,8 +6,9 @@ so a bad argument or a refused route shows as the import error Airflow would sho
 literal list in the DAG file, a local JSONL file) has them prepared exactly as the task would,
 and each problem is listed by DAG, task, request index and custom id. For those tasks a cost
 quote is given: an upper bound, from the requests' bytes (a token is never shorter than a byte)
-and their ``max_tokens``, at the route's prices. Requests that exist only at run time (an XCom,
-a template, a ``@task.claude_batch`` function) are listed as not checked.
+and their ``max_tokens``, at the route's prices; a "batch with rescue" task is quoted at the sync
+price (the rescue may send every request), with what its rescue needs of its lead. Requests that
+exist only at run time (an XCom, a template, a ``@task.claude_batch`` function) are listed as not checked.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL
-from airflow_provider_claude_batch.policy import operator_class
+from airflow_provider_claude_batch.policy import declared_argument, operator_class, rescue_plan
 from airflow_provider_claude_batch.pricing import UnknownModelError, price_for
 from airflow_provider_claude_batch.requests import PreparedRequests, RequestSourceError, RequestValidationError
+from airflow_provider_claude_batch.routing import BATCH_WITH_RESCUE
 from airflow_provider_claude_batch.validation.arguments import is_templated
 
 __all__ = ["CheckReport", "TaskCheck", "check_path", "render"]
@@ -70,7 +72,9 @@ def check_path(path: str | Path) -> CheckReport:
             cls = operator_class(task)
             if cls is None or not issubclass(cls, ClaudeRequestsOperator):
                 continue
-            route = "batch" if issubclass(cls, ClaudeBatchOperator) else "sync"
+            route = "sync"
+            if issubclass(cls, ClaudeBatchOperator):
+                route = BATCH_WITH_RESCUE if declared_argument(task, "rescue") else "batch"
             checked = TaskCheck(dag.dag_id, task.task_id, cls.__name__, route)
             report.tasks.append(checked)
             where = f"{dag.dag_id}.{task.task_id}"
@@ -97,8 +101,14 @@ def _check_task(task: Any, checked: TaskCheck, where: str, report: CheckReport) 
         return
     checked.checked = prepared.count
     _quote(checked, prepared)
+    notes = []
     if not task.model:
-        checked.note = f"priced as {DEFAULT_MODEL} (model= is unset: the connection's model decides)"
+        notes.append(f"priced as {DEFAULT_MODEL} (model= is unset: the connection's model decides)")
+    plan = rescue_plan(task, prepared.count)
+    if plan is not None:
+        fit = plan.fit_text() if plan.fits() else f"the rescue does not fit: {plan.shortfall()}"
+        notes.append(f"quoted at the sync price, as if every request were rescued; {fit}")
+    checked.note = "; ".join(notes)
 
 
 def _offline_source(task: Any) -> str | None:
@@ -138,7 +148,7 @@ def _quote(checked: TaskCheck, prepared: PreparedRequests) -> None:
         except UnknownModelError:
             checked.unpriced.append(model)
             continue
-        if checked.route == "batch":
+        if checked.route == "batch":  # a batch with rescue may send every request synchronously
             price = price.at_batch_rate()
         total += (use.input_bytes * price.input + output * price.output) / Decimal(1_000_000)
     checked.quote_usd = total

@@ -46,6 +46,7 @@ class PathLike(Protocol):
     @property
     def parent(self) -> PathLike: ...
     def open(self, mode: str = ...) -> Any: ...
+    def exists(self) -> bool: ...
     def rename(self, target: Any) -> Any: ...
     def unlink(self) -> Any: ...
     def __truediv__(self, other: str) -> PathLike: ...
@@ -134,13 +135,14 @@ def merge_round(target: PathLike, round_rows: PathLike, tally: ResultTally | Non
     file keeps exactly one row per request. Both files are read line by line; only the re-run custom
     ids (a handful, the failures of the previous round) are held in memory.
 
-    :param target: the results file so far.
+    :param target: the results file so far (when there is none yet, ``round_rows`` becomes it).
     :param round_rows: the rows landed by the follow-up round (removed once merged).
     :param tally: counts and usage of the merged file (a new one if omitted).
     """
     rerun = {row.custom_id for row in iter_rows(round_rows)}
+    earlier = iter_rows(target) if target.exists() else iter(())
     with publish_rows(target, tally) as sink:
-        for row in iter_rows(target):
+        for row in earlier:
             if row.custom_id not in rerun:
                 sink.add(row)
         for row in iter_rows(round_rows):

@@ -20,7 +20,9 @@ Where the workload comes from (every source is read; see :func:`workload_for_tas
   and over nothing else);
 * request parameters only the Messages API honours (``stream``, ``speed: "fast"``) in
   ``request_params`` or in literal ``requests`` (requests from an XCom or a file are unknown until
-  the task runs; ``ClaudeBatchOperator.execute`` checks them then).
+  the task runs; ``ClaudeBatchOperator.execute`` checks them then);
+* a declared synchronous rescue (``rescue="sync"``, ``rescue_lead``, ``rescue_max_concurrency``,
+  ``rescue_seconds_per_request``) with the number of literal requests (counted at run time otherwise).
 
 When several sources set the same thing the strictest wins: the shortest deadline, the shortest
 refresh, and somebody waiting over nobody. ``ClaudeBatchOperator.execute`` repeats the same check
@@ -33,8 +35,7 @@ rule, and the ``claude-batch audit`` command points out sync tasks that could be
 from __future__ import annotations
 
 import dataclasses
-import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 from airflow_provider_claude_batch.requests import RequestDefaults, normalize_request
+from airflow_provider_claude_batch.rescue import DEFAULT_RESCUE_CONCURRENCY, DEFAULT_SECONDS_PER_REQUEST, RescuePlan
 from airflow_provider_claude_batch.routing import (
     BATCH_WINDOW,
     DecidedBy,
@@ -51,6 +53,14 @@ from airflow_provider_claude_batch.routing import (
     format_duration,
 )
 from airflow_provider_claude_batch.schedule import schedule_period
+from airflow_provider_claude_batch.task_reading import (
+    declared_argument,
+    declared_values,
+    is_batch_task,
+    literal_request_count,
+    literal_requests,
+    operator_class,
+)
 
 if TYPE_CHECKING:
     from airflow_provider_claude_batch.requests import PreparedRequests
@@ -60,7 +70,10 @@ __all__ = [
     "CONFIG_OPTION",
     "CONFIG_SECTION",
     "batch_route_refusal",
+    "declared_argument",
+    "operator_class",
     "refusal_message",
+    "rescue_plan",
     "routing_enforced",
     "task_policy",
     "workload_for_task",
@@ -74,7 +87,6 @@ hookimpl = pluggy.HookimplMarker("airflow.policy")
 CONFIG_SECTION = "claude_batch"
 CONFIG_OPTION = "enforce_routing"
 BLOCKING_TAG = "blocking"
-_BATCH_OPERATOR_MODULE = "airflow_provider_claude_batch.operators.batch"
 # DeadlineReference classes (airflow.sdk.definitions.deadline), as a person would name them.
 _DEADLINE_REFERENCES = {
     "DagRunQueuedAtDeadline": "the run is queued",
@@ -119,56 +131,6 @@ def routing_enforced() -> bool:
         from airflow.configuration import conf
 
     return conf.getboolean(CONFIG_SECTION, CONFIG_OPTION, fallback=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading a task, plain or mapped
-# --------------------------------------------------------------------------------------------------
-
-
-def operator_class(task: Any) -> type | None:
-    """The operator class of a task; for ``Op.partial(...).expand(...)`` the class being mapped."""
-    if getattr(task, "is_mapped", False):
-        cls = getattr(task, "operator_class", None)
-        return cls if isinstance(cls, type) else None
-    return type(task)
-
-
-def is_batch_task(task: Any) -> bool:
-    """Whether ``task`` is a ``ClaudeBatchOperator`` (or subclass), mapped or not."""
-    # If the operator module was never imported, no task in this process can be one of ours; this
-    # keeps the policy from importing the operator (and the SDK client) for every DAG Airflow parses.
-    module = sys.modules.get(_BATCH_OPERATOR_MODULE)
-    cls = operator_class(task)
-    return module is not None and cls is not None and issubclass(cls, module.ClaudeBatchOperator)
-
-
-def _declared_values(task: Any, name: str) -> list[Any]:
-    """What the DAG file gave for the operator argument ``name``: one value, or one per mapped task.
-
-    A plain operator holds its arguments as attributes. A mapped one holds ``partial()`` arguments in
-    ``partial_kwargs`` and ``expand()`` arguments in ``expand_input``: a literal list there gives one
-    value per mapped task; an XCom there is unknown until the run and yields nothing.
-    """
-    if not getattr(task, "is_mapped", False):
-        value = getattr(task, name, None)
-        return [] if value is None else [value]
-    values: list[Any] = []
-    partial = getattr(task, "partial_kwargs", None) or {}
-    if partial.get(name) is not None:
-        values.append(partial[name])
-    expanded = getattr(getattr(task, "expand_input", None), "value", None)
-    if isinstance(expanded, Mapping) and isinstance(expanded.get(name), (list, tuple)):
-        values.extend(value for value in expanded[name] if value is not None)  # .expand(name=[...])
-    elif isinstance(expanded, (list, tuple)):  # .expand_kwargs([{...}, ...])
-        values.extend(kw[name] for kw in expanded if isinstance(kw, Mapping) and kw.get(name) is not None)
-    return values
-
-
-def declared_argument(task: Any, name: str) -> Any:
-    """The operator argument ``name`` as the DAG file gave it (``partial()`` first for a mapped task)."""
-    values = _declared_values(task, name)
-    return values[0] if values else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,12 +184,31 @@ def refusal_message(task: Any, decision: RoutingDecision, prepared: PreparedRequ
     )
 
 
+def rescue_plan(task: Any, request_count: int | None) -> RescuePlan | None:
+    """The synchronous rescue ``task`` declares (``rescue="sync"``), for ``request_count`` requests; else None."""
+    if declared_argument(task, "rescue") is None:
+        return None
+    from airflow_provider_claude_batch.validation import arguments
+
+    concurrency = declared_argument(task, "rescue_max_concurrency")
+    seconds = declared_argument(task, "rescue_seconds_per_request")
+    return RescuePlan(
+        lead=arguments.duration("rescue_lead", declared_argument(task, "rescue_lead")),
+        max_concurrency=DEFAULT_RESCUE_CONCURRENCY if concurrency is None else concurrency,
+        seconds_per_request=DEFAULT_SECONDS_PER_REQUEST
+        if seconds is None
+        else arguments.seconds("rescue_seconds_per_request", seconds),
+        request_count=request_count,
+    )
+
+
 def _infer(task: Any, prepared: PreparedRequests | None = None) -> tuple[Workload, list[Source]]:
     builder = _WorkloadBuilder(declared_argument(task, "workload"))
     builder.blocking(task)
     builder.deadlines(task)
     builder.schedule(task)
     builder.capabilities(task, prepared)
+    builder.rescue(task, prepared)
     return builder.workload, builder.sources
 
 
@@ -295,7 +276,7 @@ class _WorkloadBuilder:
         current = self.workload.deadline
         if current is None or value < current:
             self._set(deadline=value)
-        self.sources.append(Source(text, frozenset({"time"}) if value < BATCH_WINDOW else frozenset()))
+        self.sources.append(Source(text, frozenset({"time", "rescue"}) if value < BATCH_WINDOW else frozenset()))
 
     def schedule(self, task: Any) -> None:
         if self.declared_nobody:
@@ -318,7 +299,7 @@ class _WorkloadBuilder:
     def capabilities(self, task: Any, prepared: PreparedRequests | None) -> None:
         streaming: list[str] = []
         fast: list[str] = []
-        for params in _declared_values(task, "request_params"):
+        for params in declared_values(task, "request_params"):
             if isinstance(params, Mapping):
                 if params.get("stream"):
                     streaming.append("request_params sets stream=True")
@@ -329,7 +310,7 @@ class _WorkloadBuilder:
         ids_fast: list[str] = []
         # Once prepared, the requests as they will be sent answer for themselves: a batch refuses
         # stream at validation, and fast_mode_ids lists fast mode; no second pass over every request.
-        literal = _literal_requests(task) if prepared is None else iter(())
+        literal = literal_requests(task) if prepared is None else iter(())
         for index, item in literal:
             try:
                 custom_id, params = normalize_request(item, defaults)
@@ -353,15 +334,21 @@ class _WorkloadBuilder:
             self._set(needs_fast_mode=True)
         self.sources.extend(Source(text, frozenset({"capability"})) for text in [*streaming, *fast])
 
-
-def _literal_requests(task: Any) -> Iterator[tuple[int, Any]]:
-    """Requests written into the DAG file; XComs, file URIs and templates are unknown until the run."""
-    from airflow.sdk import XComArg
-
-    for value in _declared_values(task, "requests"):
-        if isinstance(value, (str, bytes, Mapping, XComArg)) or not isinstance(value, Iterable):
-            continue  # a URI or template (a string), an XCom, or not requests at all
-        yield from enumerate(value)
+    def rescue(self, task: Any, prepared: PreparedRequests | None) -> None:
+        """A declared rescue, with the request count: the DAG file's literal requests, or the run's."""
+        plan = rescue_plan(task, prepared.count if prepared is not None else literal_request_count(task))
+        if plan is None:
+            return
+        self._set(rescue=plan)
+        counted = "" if plan.request_count is None else f" for {plan.request_count:,} request(s)"
+        self.sources.append(
+            Source(
+                f"the operator arguments rescue='sync', rescue_lead={format_duration(plan.lead)}, "
+                f"rescue_max_concurrency={plan.max_concurrency}, "
+                f"rescue_seconds_per_request={plan.seconds_per_request:g}{counted}",
+                frozenset({"rescue"}),
+            )
+        )
 
 
 def _requests_text(ids: list[str]) -> str:
@@ -379,6 +366,8 @@ def _questions(workload: Workload) -> frozenset[DecidedBy]:
         questions.add("waiting")
     if any(value is not None and value < BATCH_WINDOW for value in (workload.deadline, workload.refresh_every)):
         questions.add("time")
+    if workload.rescue is not None:
+        questions.add("rescue")
     return frozenset(questions)
 
 

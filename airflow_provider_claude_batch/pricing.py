@@ -34,6 +34,7 @@ __all__ = [
     "known_models",
     "monthly_cost",
     "price_for",
+    "round_usd",
 ]
 
 # When and where the table below was read (research notes in shared/reference/anthropic-batches.md,
@@ -279,7 +280,8 @@ def price_for(model: str) -> ModelPrice:
 # --------------------------------------------------------------------------------------------------
 
 
-def _usd(amount: Decimal) -> float:
+def round_usd(amount: Decimal) -> float:
+    """Dollars for JSON (XCom, logs, metrics): a float rounded half-even to 6 places."""
     return float(amount.quantize(_SIX_PLACES, rounding=ROUND_HALF_EVEN))
 
 
@@ -297,9 +299,9 @@ class CostReport:
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form (for XCom, logs, metrics): dollars as floats rounded to 6 places."""
         return {
-            "batch_usd": _usd(self.batch_usd),
-            "sync_usd": _usd(self.sync_usd),
-            "saving_usd": _usd(self.saving_usd),
+            "batch_usd": round_usd(self.batch_usd),
+            "sync_usd": round_usd(self.sync_usd),
+            "saving_usd": round_usd(self.saving_usd),
             "prices_as_of": self.prices_as_of.isoformat(),
             "prices_source": PRICES_SOURCE,
             "unpriced_models": list(self.unpriced_models),

@@ -7,7 +7,9 @@ report are decoded (with msgspec structs); everything else in the line is skippe
 landing fast and its memory flat whatever the number of results.
 
 Every request becomes exactly one row:
-``{"custom_id", "batch_id", "status", "model", "text", "stop_reason", "usage", "error", "tool_calls"}``.
+``{"custom_id", "batch_id", "status", "model", "text", "stop_reason", "usage", "error", "tool_calls",
+"output", "route"}``; ``route`` says which API produced it (``batch`` or ``sync``), so a batch task
+whose rest was finished by a synchronous rescue bills each row at its own route's price.
 
 This module imports nothing from Airflow.
 """
@@ -21,6 +23,7 @@ from typing import Any
 
 import msgspec
 
+ROUTES = ("batch", "sync")
 USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled")
 # A succeeded request whose structured output failed validation against the requested schema.
@@ -106,6 +109,13 @@ class ResultRow(msgspec.Struct, omit_defaults=False):
     error: RowError | None = None
     tool_calls: list[ToolCall] | None = None
     output: Any = None
+    route: str | None = None
+    """Which API produced the row: "batch" or "sync" (None in files written before rows said so)."""
+
+    @property
+    def produced_by(self) -> str:
+        """The row's route; for older rows, read from the batch id (the synchronous route has none)."""
+        return self.route or ("batch" if self.batch_id else "sync")
 
 
 class CustomIdDigest:
@@ -146,15 +156,15 @@ _row_encoder = msgspec.json.Encoder()
 _row_decoder = msgspec.json.Decoder(ResultRow)
 
 
-def parse_result_line(line: bytes | str, batch_id: str) -> ResultRow:
-    """Decode one API result line into a row."""
+def parse_result_line(line: bytes | str, batch_id: str, route: str = "batch") -> ResultRow:
+    """Decode one API result line into a row produced by ``route`` (a Messages API answer is ``"sync"``)."""
     try:
         parsed = _line_decoder.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         preview = bytes(line[:200]) if isinstance(line, (bytes, bytearray, memoryview)) else line[:200]
         raise ResultParseError(f"batch {batch_id}: unreadable result line ({error}): {preview!r}") from None
     result = parsed.result
-    row = ResultRow(custom_id=parsed.custom_id, batch_id=batch_id, status=result.type)
+    row = ResultRow(custom_id=parsed.custom_id, batch_id=batch_id, status=result.type, route=route)
     message = result.message
     if result.type == "succeeded" and message is not None:
         row.model = message.model or None
@@ -212,21 +222,23 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 @dataclass
 class ResultTally:
-    """Counts and token usage of landed rows, accumulated one row at a time."""
+    """Counts and token usage of landed rows, accumulated one row at a time (in all, and per route)."""
 
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROW_STATUSES, 0))
     usage_by_model: dict[str, list[int]] = field(default_factory=dict)
     error_types: dict[str, int] = field(default_factory=dict)
+    rows_by_route: dict[str, int] = field(default_factory=dict)
+    usage_by_route: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+    """``route -> model -> [input, output, cache write, cache read]``: each route is billed at its own price."""
 
     def add(self, row: ResultRow) -> None:
         self.counts[row.status] = self.counts.get(row.status, 0) + 1
+        route = row.produced_by
+        self.rows_by_route[route] = self.rows_by_route.get(route, 0) + 1
         if row.usage is not None:
-            totals = self.usage_by_model.setdefault(row.model or "unknown", [0, 0, 0, 0])
-            usage = row.usage
-            totals[0] += usage.input_tokens
-            totals[1] += usage.output_tokens
-            totals[2] += usage.cache_creation_input_tokens
-            totals[3] += usage.cache_read_input_tokens
+            model = row.model or "unknown"
+            _add_usage(self.usage_by_model.setdefault(model, [0, 0, 0, 0]), row.usage)
+            _add_usage(self.usage_by_route.setdefault(route, {}).setdefault(model, [0, 0, 0, 0]), row.usage)
         if row.error is not None:
             self.error_types[row.error.type] = self.error_types.get(row.error.type, 0) + 1
 
@@ -245,6 +257,13 @@ class ResultTally:
             for kind, value in enumerate(per_model):
                 totals[kind] += value
         return dict(zip(USAGE_KINDS, totals, strict=True))
+
+
+def _add_usage(totals: list[int], usage: RowUsage) -> None:
+    totals[0] += usage.input_tokens
+    totals[1] += usage.output_tokens
+    totals[2] += usage.cache_creation_input_tokens
+    totals[3] += usage.cache_read_input_tokens
 
 
 def is_transient(row: ResultRow) -> bool:

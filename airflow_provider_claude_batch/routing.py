@@ -7,9 +7,12 @@ the questions asked, in order, are:
 1. Capability: does the work need something a batch cannot do (streaming, fast mode, a loop that
    reads a result and continues)? Then sync, whoever waits.
 2. Who is waiting: is a person or a pipeline step held idle until Claude answers? Then sync.
-3. Time: is there a hard deadline, or an expected refresh, shorter than the 24-hour batch window?
-   Then sync.
-4. Otherwise batch.
+3. Time: is there a hard deadline, or an expected refresh, shorter than the 24-hour batch window,
+   and no synchronous rescue declared to keep it? Then sync.
+4. Rescue: a declared rescue keeps a deadline under 24 hours only if it can plausibly finish the
+   whole input inside its lead (see :mod:`~airflow_provider_claude_batch.rescue`). If it cannot,
+   sync; if it can, "batch with rescue".
+5. Otherwise batch.
 
 Cost is deliberately not an input: the discount is the reward for tolerating latency, never a reason
 to impose latency on somebody. Who *triggered* the work is recorded but never decides, because a
@@ -25,9 +28,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Literal, get_args
 
+from airflow_provider_claude_batch.durations import format_duration, join_parts
+from airflow_provider_claude_batch.rescue import RescuePlan
+
 __all__ = [
     "BATCH_WINDOW",
+    "BATCH_WITH_RESCUE",
     "DecidedBy",
+    "RescuePlan",
     "Route",
     "RoutingDecision",
     "Trigger",
@@ -39,9 +47,11 @@ __all__ = [
 
 Waiting = Literal["nobody", "person", "pipeline"]
 Trigger = Literal["schedule", "person", "api"]
-Route = Literal["sync", "batch"]
-# Which of the four questions settled the route; fix_hint tailors its advice to it.
-DecidedBy = Literal["capability", "waiting", "time", "latency_tolerant"]
+Route = Literal["sync", "batch", "batch with rescue"]
+# Which question settled the route; fix_hint tailors its advice to it.
+DecidedBy = Literal["capability", "waiting", "time", "rescue", "latency_tolerant"]
+BATCH_WITH_RESCUE: Route = "batch with rescue"
+"""A batch whose deadline under 24 hours is kept by a synchronous rescue."""
 
 # The only latency promise the Message Batches API makes: results "within 24 hours". There is no
 # faster batch tier and no setting in between, so anything that needs an answer sooner is sync.
@@ -60,44 +70,6 @@ _DECIDED_BY_VALUES: tuple[str, ...] = get_args(DecidedBy)
 _DETERMINERS = frozenset(
     {"this", "that", "these", "those", "the", "a", "an", "each", "every", "our", "my", "your", "their"}
 )
-
-
-# --------------------------------------------------------------------------------------------------
-# Durations
-# --------------------------------------------------------------------------------------------------
-
-
-def _plural(count: int, unit: str) -> str:
-    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
-
-
-def _join_parts(parts: list[str]) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
-def format_duration(td: timedelta) -> str:
-    """Render a timedelta the way a person would say it: "2 hours", "5 minutes", "1 day and 6 hours".
-
-    Reasons are read by people deciding what to change, so "2 hours" beats "2:00:00".
-    """
-    if not isinstance(td, timedelta):
-        raise TypeError(f"format_duration expects a datetime.timedelta, got {type(td).__name__}: {td!r}")
-    if td < timedelta(0):
-        return "minus " + format_duration(-td)
-
-    days = td.days
-    hours, remainder = divmod(td.seconds, 3600)
-    minutes, seconds = divmod(remainder, 60)
-    parts = [_plural(value, unit) for value, unit in ((days, "day"), (hours, "hour"), (minutes, "minute")) if value]
-    if td.microseconds:
-        # Sub-second precision only matters for tiny durations; keep it readable, not exact.
-        fractional = f"{seconds + td.microseconds / 1_000_000:.6f}".rstrip("0").rstrip(".")
-        parts.append(f"{fractional} seconds")
-    elif seconds:
-        parts.append(_plural(seconds, "second"))
-    return _join_parts(parts) if parts else "0 seconds"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -157,6 +129,8 @@ class Workload:
     """Who started the work. Recorded for the explanation only; it never decides the route."""
     description: str | None = None
     """What this work is, e.g. "pre-merge review"; used to phrase the reasons."""
+    rescue: RescuePlan | None = None
+    """A synchronous rescue that keeps ``deadline``: the batch is cancelled ``rescue.lead`` before it if not ended."""
 
     def __post_init__(self) -> None:
         _check_choice("waiting", self.waiting, _WAITING_VALUES, "who is held idle until Claude answers")
@@ -172,6 +146,8 @@ class Workload:
                 f"description must be a non-empty string or None; got {type(self.description).__name__} "
                 f"{self.description!r}"
             )
+        if self.rescue is not None and not isinstance(self.rescue, RescuePlan):
+            raise TypeError(f"rescue must be a RescuePlan or None; got {type(self.rescue).__name__} {self.rescue!r}")
 
     @property
     def subject(self) -> str:
@@ -216,12 +192,14 @@ class RoutingDecision:
     @property
     def fix_hint(self) -> str | None:
         """What to do when this work was put on a batch task but belongs on sync; None for batch."""
-        if self.route == "batch":
+        if self.route != "sync":
             return None
         if self.decided_by == "capability":
             return _capability_hint(self.workload)
         if self.decided_by == "waiting":
             return _waiting_hint(self.workload)
+        if self.decided_by == "rescue":
+            return _rescue_hint(self.workload)
         return _time_hint(self.workload)
 
 
@@ -236,7 +214,7 @@ def _capability_hint(workload: Workload) -> str:
         if wanted
     ]
     return (
-        f"This work needs {_join_parts(needs)}, which a batch cannot provide: use ClaudeMessageOperator "
+        f"This work needs {join_parts(needs)}, which a batch cannot provide: use ClaudeMessageOperator "
         "(the Messages API). Declaring who waits does not help, because the work itself needs it."
     )
 
@@ -253,6 +231,10 @@ def _time_hint(workload: Workload) -> str:
     hints = ["Use ClaudeMessageOperator"]
     if workload.deadline is not None and workload.deadline < BATCH_WINDOW:
         hints.append(f"drop the deadline or relax it to {_WINDOW_TEXT} or more")
+        hints.append(
+            "keep the batch and let a synchronous rescue keep the deadline (rescue='sync' with a rescue_lead long "
+            "enough to finish the input on the Messages API; see docs/routing.md)"
+        )
     if workload.refresh_every is not None and workload.refresh_every < BATCH_WINDOW:
         hints.append(
             "schedule it at most daily (refresh_every of "
@@ -262,8 +244,18 @@ def _time_hint(workload: Workload) -> str:
     return ", or ".join(hints) + "."
 
 
+def _rescue_hint(workload: Workload) -> str:
+    plan, deadline = workload.rescue, workload.deadline
+    assert plan is not None and deadline is not None  # decided_by "rescue" is only ever given with both
+    if plan.lead >= deadline:
+        remedies = [f"shorten rescue_lead well below the deadline of {format_duration(deadline)}"]
+    else:
+        remedies = plan.remedies()
+    return f"Give the rescue room: {', or '.join(remedies)}. Otherwise use ClaudeMessageOperator for the whole input."
+
+
 # --------------------------------------------------------------------------------------------------
-# The four questions. Each returns every reason that applies; an empty tuple means "not this one".
+# The questions. Each returns every reason that applies; an empty tuple means "not this one".
 # --------------------------------------------------------------------------------------------------
 
 
@@ -296,18 +288,63 @@ def _waiting_reasons(workload: Workload) -> tuple[str, ...]:
     return ()
 
 
+def _rescued(workload: Workload) -> bool:
+    """A synchronous rescue is declared for a deadline the batch window alone cannot keep."""
+    return workload.rescue is not None and workload.deadline is not None and workload.deadline < BATCH_WINDOW
+
+
+def _refresh_kept_by_rescue(workload: Workload) -> bool:
+    # Each run's results land by its deadline; a deadline no longer than the refresh interval keeps it.
+    refresh, deadline = workload.refresh_every, workload.deadline
+    return _rescued(workload) and refresh is not None and deadline is not None and deadline <= refresh
+
+
 def _time_reasons(workload: Workload) -> tuple[str, ...]:
     # The batch window is "within 24 hours", so exactly 24 hours still fits; only shorter is sync.
     reasons: list[str] = []
-    if workload.deadline is not None and workload.deadline < BATCH_WINDOW:
+    if workload.deadline is not None and workload.deadline < BATCH_WINDOW and workload.rescue is None:
         reasons.append(
             f"a hard deadline of {format_duration(workload.deadline)} is shorter than the batch window "
             f"of {_WINDOW_TEXT}; batch has no faster tier"
         )
-    if workload.refresh_every is not None and workload.refresh_every < BATCH_WINDOW:
+    refresh = workload.refresh_every
+    if refresh is not None and refresh < BATCH_WINDOW and not _refresh_kept_by_rescue(workload):
+        reasons.append(f"results must refresh every {format_duration(refresh)}; a batch can take up to {_WINDOW_TEXT}")
+    return tuple(reasons)
+
+
+def _rescue_reasons(workload: Workload) -> tuple[str, ...]:
+    if not _rescued(workload):
+        return ()
+    plan, deadline = workload.rescue, workload.deadline
+    assert plan is not None and deadline is not None
+    too_short = f"a hard deadline of {format_duration(deadline)} is shorter than the batch window of {_WINDOW_TEXT}"
+    if plan.lead >= deadline:
+        return (
+            f"{too_short}, and the rescue_lead of {format_duration(plan.lead)} is not shorter than it: the rescue "
+            "would begin before the batch had any time",
+        )
+    if plan.fits() is False:
+        return (
+            f"{too_short}, and the declared synchronous rescue cannot plausibly finish the whole input inside its "
+            f"lead: {plan.shortfall()}",
+        )
+    return ()
+
+
+def _rescued_batch_reasons(workload: Workload) -> tuple[str, ...]:
+    plan, deadline = workload.rescue, workload.deadline
+    assert plan is not None and deadline is not None
+    reasons = [
+        f"a hard deadline of {format_duration(deadline)} is shorter than the batch window of {_WINDOW_TEXT}, but the "
+        f"declared synchronous rescue keeps it: if the batch has not ended {format_duration(plan.lead)} before the "
+        "deadline, it is cancelled, what it completed is kept, and the rest runs on the Messages API",
+        plan.fit_text(),
+    ]
+    if _refresh_kept_by_rescue(workload) and workload.refresh_every is not None:
         reasons.append(
-            f"results must refresh every {format_duration(workload.refresh_every)}; "
-            f"a batch can take up to {_WINDOW_TEXT}"
+            f"results refresh every {format_duration(workload.refresh_every)}, and the deadline of "
+            f"{format_duration(deadline)}, kept by the rescue, is within it"
         )
     return tuple(reasons)
 
@@ -330,16 +367,20 @@ def _batch_reasons(workload: Workload) -> tuple[str, ...]:
 
 
 # Asked in this order; the first one with an answer decides. Capability beats latency because no
-# declaration about who waits can make a batch stream or loop.
+# declaration about who waits can make a batch stream or loop; a rescue keeps a deadline, never a
+# person or a pipeline step waiting.
 _SYNC_QUESTIONS: tuple[tuple[DecidedBy, Callable[[Workload], tuple[str, ...]]], ...] = (
     ("capability", _capability_reasons),
     ("waiting", _waiting_reasons),
     ("time", _time_reasons),
+    ("rescue", _rescue_reasons),
 )
 
 
 def decide_route(workload: Workload) -> RoutingDecision:
-    """Route work to "sync" or "batch" from who waits on it and what it needs; cost is never an input.
+    """Route work to "sync", "batch" or "batch with rescue" from who waits on it and what it needs.
+
+    Cost is never an input.
 
     The first question that answers "sync" decides; every reason that question found is reported.
     """
@@ -350,6 +391,10 @@ def decide_route(workload: Workload) -> RoutingDecision:
         reasons = ask(workload)
         if reasons:
             return RoutingDecision(route="sync", reasons=reasons, workload=workload, decided_by=decided_by)
+    if _rescued(workload):
+        return RoutingDecision(
+            route=BATCH_WITH_RESCUE, reasons=_rescued_batch_reasons(workload), workload=workload, decided_by="rescue"
+        )
     return RoutingDecision(
         route="batch", reasons=_batch_reasons(workload), workload=workload, decided_by="latency_tolerant"
     )

@@ -4,7 +4,9 @@ The Message Batches API has no idempotency key, so a retried task must know what
 attempts submitted or it pays twice. The record holds one entry per round (round 0 is the first
 submission; later rounds re-run requests that failed transiently), and one per part of a round
 (an input over one batch's limits is split). Before each create a part notes an *intent* (when the
-create was sent, and the newest batch id listed just before it); after, the batch id. Which step
+create was sent, and the newest batch id listed just before it); after, the batch id. A task with a
+synchronous rescue also keeps when the rescue is due and, once it began, what it cancelled and each
+pass of requests it sent through the Messages API. Which step
 comes next, and every change to the record, belong to
 :class:`~airflow_provider_claude_batch.lifecycle.SubmissionLifecycle`; this module is the data and
 where it is kept.
@@ -67,6 +69,40 @@ class RoundRecord:
 
 
 @dataclass
+class RescuePass:
+    """One pass of the rescue: the requests it sends through the Messages API, and when they landed."""
+
+    number: int
+    request_count: int
+    # CustomIdDigest of the requests sent; a retry that rebuilds a different set from the results file stops.
+    id_digest: str
+    started_at: str
+    landed_at: str | None = None
+    # Requests the deadline cut off before they were answered (their earlier rows stay).
+    unanswered: int = 0
+
+
+@dataclass
+class RescueRecord:
+    """The synchronous rescue of a submission, once it began."""
+
+    started_at: str
+    # Why: "not_ended" (the rescue point passed with batches running) or "transient" (failures no
+    # follow-up batch round had time for).
+    reason: str
+    # The round it interrupted, and that round's batches it cancelled.
+    round: int
+    canceled_batch_ids: list[str] = field(default_factory=list)
+    # How long the cancelled batches may take to end before the rescue goes on without their results.
+    cancel_wait_until: str | None = None
+    # Cancelled batches that had not ended by then: their results were never landed.
+    abandoned_batch_ids: list[str] = field(default_factory=list)
+    passes: list[RescuePass] = field(default_factory=list)
+    # The pass to send next; None once the rescue is over.
+    next_pass: int | None = 1
+
+
+@dataclass
 class SubmissionRecord:
     fingerprint: str
     request_count: int
@@ -75,6 +111,9 @@ class SubmissionRecord:
     landed_at: str | None = None
     # CustomIdDigest of the requests sent in each batch, checked against the landed rows.
     id_digests: dict[str, str] = field(default_factory=dict)
+    # When the batch path gives way to a synchronous rescue if it has not ended (deadline minus lead).
+    rescue_at: str | None = None
+    rescue: RescueRecord | None = None
     version: int = RECORD_VERSION
 
     @property
@@ -99,6 +138,31 @@ class SubmissionRecord:
             return datetime.max.replace(tzinfo=timezone.utc)
         return parse_iso(self.deadline_at)
 
+    def batch_deadline(self) -> datetime:
+        """When the batch path must have ended: the rescue point until a rescue begins, else the deadline."""
+        if self.rescue_at is not None and self.rescue is None:
+            return parse_iso(self.rescue_at)
+        return self.deadline()
+
+    def rescue_report(self) -> dict[str, Any] | None:
+        """The rescue for the manifest: when due, whether it ran, what it cancelled and sent; None if undeclared."""
+        if self.rescue_at is None:
+            return None
+        rescue = self.rescue
+        report: dict[str, Any] = {"rescue_at": self.rescue_at, "deadline_at": self.deadline_at, "rescued": bool(rescue)}
+        if rescue is not None:
+            report.update(
+                reason=rescue.reason,
+                started_at=rescue.started_at,
+                interrupted_round=rescue.round,
+                canceled_batch_ids=rescue.canceled_batch_ids,
+                abandoned_batch_ids=rescue.abandoned_batch_ids,
+                requests_sent=sum(item.request_count for item in rescue.passes),
+                unanswered=sum(item.unanswered for item in rescue.passes),
+                passes=[asdict(item) for item in rescue.passes],
+            )
+        return report
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -116,7 +180,15 @@ class SubmissionRecord:
             deadline_at=data.get("deadline_at"),
             landed_at=data.get("landed_at"),
             id_digests=dict(data.get("id_digests", {})),
+            rescue_at=data.get("rescue_at"),
+            rescue=_rescue_from_json(data.get("rescue")),
         )
+
+
+def _rescue_from_json(data: dict[str, Any] | None) -> RescueRecord | None:
+    if not data:
+        return None
+    return RescueRecord(**{**data, "passes": [RescuePass(**item) for item in data.get("passes", [])]})
 
 
 def _from_version_1(data: dict[str, Any]) -> SubmissionRecord:

@@ -237,3 +237,48 @@ def test_fail_on_violation_sets_the_exit_status(audit_inputs):
     result = run_audit(*audit_inputs, "--format", "json", "--fail-on-violation")
     assert result.returncode == 1
     assert json.loads(result.stdout)["totals"]["verdicts"]["VIOLATION"] == 1
+
+
+def test_a_deadline_kept_by_a_rescue_is_batch_with_rescue_and_one_that_cannot_be_is_a_violation(tmp_path):
+    import textwrap
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "sla.py").write_text(
+        HEADER
+        + textwrap.dedent(
+            """
+            from datetime import timedelta
+
+            ESTIMATE = {"model": "claude-haiku-4-5", "input_tokens": 1_000_000, "output_tokens": 0}
+
+            with DAG("sla_summaries", schedule="@daily", start_date=START, catchup=False):
+                for task_id, lead in (("kept", timedelta(hours=1)), ("too_tight", timedelta(minutes=1))):
+                    ClaudeBatchOperator(
+                        task_id=task_id,
+                        requests=[f"Summarise account {n}" for n in range(40)],
+                        deadline=timedelta(hours=6),
+                        rescue="sync",
+                        rescue_lead=lead,
+                        usage_estimate=ESTIMATE,
+                    )
+            """
+        )
+    )
+    result = run_audit(dags, tmp_path / "home", "--format", "json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tasks = by_task(json.loads(result.stdout))
+    kept, tight = tasks["sla_summaries.kept"], tasks["sla_summaries.too_tight"]
+    assert (kept["route"], kept["rule_route"], kept["verdict"]) == ("batch with rescue", "batch with rescue", "OK")
+    assert "the declared synchronous rescue keeps it" in kept["reasons"][0]
+    assert (
+        "40 requests, 8 at a time at about 30 seconds each, take about 2 minutes and 30 seconds" in kept["reasons"][1]
+    )
+    # Priced as a batch: only a rescued run pays the sync price, for what it rescued.
+    assert kept["monthly"]["batch_usd"] == pytest.approx(0.5 * 30)
+    assert (tight["route"], tight["rule_route"], tight["verdict"]) == ("batch with rescue", "sync", "VIOLATION")
+    assert "more than the rescue_lead of 1 minute" in tight["reasons"][0]
+
+    table = run_audit(dags, tmp_path / "home").stdout
+    [line] = [line for line in table.splitlines() if line.startswith("sla_summaries  kept")]
+    assert "batch with rescue  batch with rescue  OK" in line

@@ -166,3 +166,30 @@ def test_a_model_without_a_price_warns_instead_of_a_silent_zero(claude_conn, tmp
     out = capfd.readouterr().out
     assert "Model claude-haiku-5-5 has no price in the price table" in out
     assert "NOT INCLUDED: the tokens of claude-haiku-5-5" in out
+
+
+def test_a_batch_with_rescue_is_shown_and_quoted_at_the_sync_price(tmp_path, capsys):
+    requests = [f"Summarise ticket {i} in one sentence." for i in range(5)]
+    plain = "deadline=timedelta(hours=30)"
+    rescued = "deadline=timedelta(hours=4), rescue='sync', rescue_lead=timedelta(minutes=30)"
+    for name, deadline in (("plain", plain), ("rescued", rescued)):
+        dag_file(
+            tmp_path,
+            name,
+            f"""
+            with DAG("sla_{name}", schedule=None):
+                ClaudeBatchOperator(
+                    task_id="t", requests={requests!r}, model="claude-sonnet-4-6", max_tokens=64, {deadline}
+                )
+            """,
+        )
+    assert main(["check", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "sla_rescued.t (ClaudeBatchOperator, batch with rescue): 5 request(s) checked" in out
+    assert "5 requests, 8 at a time at about 30 seconds each, take about 30 seconds, within the rescue_lead" in out
+
+    from airflow_provider_claude_batch.dag_check import check_path
+
+    batched, rescued_task = sorted(check_path(tmp_path).tasks, key=lambda task: task.dag_id)
+    assert batched.route == "batch" and rescued_task.route == "batch with rescue"
+    assert rescued_task.quote_usd == 2 * batched.quote_usd  # every request may be rescued, at the full price

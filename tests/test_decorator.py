@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from airflow_support import run_dag
+from support import ids_completing
 
 pytestmark = pytest.mark.usefixtures("airflow_db", "claude_conn")
 
@@ -86,3 +87,52 @@ def test_a_function_that_returns_nothing_is_a_clear_error(claude_emulator, capfd
     assert run_dag(dag).task_states == {"forgot_to_return": "failed"}
     assert "forgot_to_return() must return the requests" in "".join(capfd.readouterr())
     assert claude_emulator.state()["create_calls"] == 0
+
+
+def test_a_decorated_batch_past_its_rescue_point_is_finished_synchronously(claude_emulator, tmp_path):
+    from airflow.sdk import DAG, task
+
+    claude_emulator.configure(processing_seconds=60)
+    early, late = ids_completing(below=0.03, count=2), ids_completing(above=0.5, count=3)
+    with DAG("deco_rescue", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+
+        @task.claude_batch(
+            model="claude-haiku-4-5",
+            results_uri=f"file://{tmp_path}",
+            min_poll_interval=0.05,
+            max_poll_interval=0.2,
+            deadline=40,
+            rescue="sync",
+            rescue_lead=30,
+            rescue_seconds_per_request=1,
+        )
+        def requests() -> list[dict]:
+            return [{"custom_id": custom_id, "prompt": f"Summarise {custom_id}"} for custom_id in early + late]
+
+        requests()
+
+    outcome = run_dag(dag)
+    assert outcome.task_states == {"requests": "success"}
+    # The function ran again in the resumed task: its requests are what the rescue sent.
+    routes = {row["custom_id"]: row["route"] for row in rows(f"file://{tmp_path}/results.jsonl")}
+    assert routes == {**dict.fromkeys(early, "batch"), **dict.fromkeys(late, "sync")}
+    assert claude_emulator.state()["messages_calls"] == len(late)
+
+
+def test_a_decorated_input_too_large_for_its_rescue_is_refused_before_any_create(claude_emulator, capfd):
+    from airflow.sdk import DAG, task
+
+    with DAG("deco_rescue_refused", schedule=None, start_date=datetime(2026, 1, 1), catchup=False) as dag:
+
+        @task.claude_batch(
+            model="claude-haiku-4-5", deadline=3600, rescue="sync", rescue_lead=60, rescue_max_concurrency=1
+        )
+        def requests() -> list[str]:
+            return [f"Classify item {n}" for n in range(5)]
+
+        requests()
+
+    assert run_dag(dag).task_states == {"requests": "failed"}
+    assert claude_emulator.state()["create_calls"] == 0
+    text = "".join(capfd.readouterr())
+    assert "5 requests, 1 at a time at about 30 seconds each, take about 2 minutes and 30 seconds" in text

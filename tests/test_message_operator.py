@@ -61,6 +61,8 @@ def test_lands_the_same_rows_and_manifest_as_the_batch_route(claude_emulator, tm
     assert sync_manifest["usage_by_model"]["claude-haiku-4-5"]["output_tokens"] > 0
     # Billed at the sync price: the cost block is the same, the route says which column was paid.
     assert sync_manifest["cost"]["sync_usd"] == pytest.approx(2 * sync_manifest["cost"]["batch_usd"])
+    assert sync_manifest["billing"]["billed_usd"] == sync_manifest["cost"]["sync_usd"]
+    assert batch_manifest["billing"]["billed_usd"] == batch_manifest["cost"]["batch_usd"]
     assert json.loads(Path(tmp_path, "sync", "manifest.json").read_text())["route"] == "sync"
 
     sync_rows = {row["custom_id"]: row for row in read_rows(sync_manifest["results_uri"])}
@@ -69,6 +71,7 @@ def test_lands_the_same_rows_and_manifest_as_the_batch_route(claude_emulator, tm
     for custom_id, row in sync_rows.items():
         assert list(row) == list(batch_rows[custom_id])  # the same keys in the same order
         assert row["status"] == "succeeded" and row["batch_id"] == ""
+        assert row["route"] == "sync" and batch_rows[custom_id]["route"] == "batch"  # which API produced each row
         assert row["text"] and row["model"] == "claude-haiku-4-5" and row["usage"]["input_tokens"] > 0
     # No temporary file is left next to the published results.
     assert sorted(p.name for p in Path(tmp_path, "sync").iterdir()) == ["manifest.json", "results.jsonl"]

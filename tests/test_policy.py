@@ -165,6 +165,18 @@ REFUSALS = {
         "a hard deadline of 3 hours is shorter than the batch window of 24 hours",
         "execution_timeout=3 hours",
     ),
+    "rescue_cannot_finish_in_its_lead": (
+        dag_file(
+            "rescue_too_short",
+            "ClaudeBatchOperator(task_id='bulk', requests=[f'item {n}' for n in range(30)], "
+            "deadline=timedelta(hours=6), rescue='sync', rescue_lead=timedelta(minutes=1), "
+            "rescue_max_concurrency=2, rescue_seconds_per_request=10)",
+        ),
+        "bulk",
+        "cannot plausibly finish the whole input inside its lead: 30 requests, 2 at a time at about 10 seconds "
+        "each, take about 2 minutes and 30 seconds, more than the rescue_lead of 1 minute",
+        "the operator argument deadline=6 hours",
+    ),
     "nobody_does_not_override_the_tag": (
         dag_file(
             "nobody_but_tagged", batch("bulk", ", workload=Workload(waiting='nobody')"), dag_args=", tags=['blocking']"
@@ -219,6 +231,11 @@ ACCEPTED = {
             ClaudeBatchOperator(task_id="from_xcom", requests=build())
             """,
         )
+    ),
+    "rescued_deadline": dag_file(
+        "rescued_deadline",
+        batch("bulk", ", deadline=timedelta(hours=6), rescue='sync', rescue_lead=timedelta(hours=1)"),
+        schedule="'0 */6 * * *'",
     ),
     "mapped_nightly": dag_file(
         "mapped_nightly",
@@ -321,7 +338,7 @@ def test_well_formed_dags_load_without_error(dagbag, name):
 
 def test_every_accepted_dag_is_in_the_bag(dagbag):
     expected = {"nightly_summaries", "weekly_audit", "pre_merge_review", "hourly_but_nobody_waits"}
-    expected |= {"xcom_requests", "mapped_nightly", "mixed_ok"}
+    expected |= {"xcom_requests", "mapped_nightly", "mixed_ok", "rescued_deadline"}
     if _has_variable_interval():
         expected.add("variable_deadline")
     assert expected <= set(dagbag.dags)
@@ -474,3 +491,33 @@ def test_a_wrong_workload_type_is_a_clear_error():
     op = ClaudeBatchOperator(task_id="t", requests=["x"], workload={"waiting": "person"})
     with pytest.raises(TypeError, match=r"workload= must be an airflow_provider_claude_batch\.routing\.Workload"):
         policy.workload_for_task(op)
+
+
+def test_a_refused_rescue_says_how_to_give_it_room(dagbag):
+    error = dagbag.import_errors["rescue_cannot_finish_in_its_lead.py"]
+    assert "the operator arguments rescue='sync', rescue_lead=1 minute, rescue_max_concurrency=2" in error
+    assert "Fix: Give the rescue room: raise rescue_lead to at least 2 minutes and 30 seconds" in error
+    assert "raise rescue_max_concurrency to at least 5" in error
+
+
+def test_workload_for_task_reads_the_rescue_and_counts_literal_requests():
+    from airflow.sdk import DAG
+
+    with DAG("rescue_reading", schedule=None, start_date=datetime(2026, 1, 1)):
+        task = ClaudeBatchOperator(
+            task_id="bulk",
+            requests=["a", "b", "c"],
+            deadline=timedelta(hours=6),
+            rescue="sync",
+            rescue_lead=timedelta(hours=1),
+            rescue_max_concurrency=4,
+        )
+    workload, sources = policy.workload_for_task(task)
+    assert workload.rescue == policy.rescue_plan(task, 3)
+    assert (workload.rescue.lead, workload.rescue.max_concurrency, workload.rescue.request_count) == (
+        timedelta(hours=1),
+        4,
+        3,
+    )
+    assert sources[-1].endswith("rescue_seconds_per_request=30 for 3 request(s)")
+    assert policy.batch_route_refusal(task) is None

@@ -458,3 +458,116 @@ def test_module_imports_nothing_from_airflow() -> None:
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
 
     assert not {name for name in imported if name == "airflow" or name.startswith("airflow.")}
+
+
+# --------------------------------------------------------------------------------------------------
+# A deadline under 24 hours kept by a synchronous rescue
+# --------------------------------------------------------------------------------------------------
+
+# 400 requests, 16 at a time at 20 s each: 25 waves, 8 minutes and 20 seconds.
+FITTING = routing.RescuePlan(lead=timedelta(hours=1), max_concurrency=16, seconds_per_request=20, request_count=400)
+
+
+def test_a_short_deadline_with_a_rescue_that_fits_is_batch_with_rescue() -> None:
+    decision = decide_route(Workload(deadline=timedelta(hours=6), rescue=FITTING))
+
+    assert decision.route == routing.BATCH_WITH_RESCUE == "batch with rescue"
+    assert decision.decided_by == "rescue"
+    assert decision.fix_hint is None
+    assert decision.reasons[0] == (
+        "a hard deadline of 6 hours is shorter than the batch window of 24 hours, but the declared synchronous "
+        "rescue keeps it: if the batch has not ended 1 hour before the deadline, it is cancelled, what it "
+        "completed is kept, and the rest runs on the Messages API"
+    )
+    assert (
+        "400 requests, 16 at a time at about 20 seconds each, take about 8 minutes and 20 seconds"
+        in (decision.reasons[1])
+    )
+
+
+def test_a_rescue_that_cannot_finish_the_input_inside_its_lead_stays_sync_with_the_numbers() -> None:
+    plan = dataclasses.replace(FITTING, request_count=5_000)
+    decision = decide_route(Workload(deadline=timedelta(hours=6), rescue=plan))
+
+    assert decision.route == "sync" and decision.decided_by == "rescue"
+    assert decision.reasons == (
+        "a hard deadline of 6 hours is shorter than the batch window of 24 hours, and the declared synchronous "
+        "rescue cannot plausibly finish the whole input inside its lead: 5,000 requests, 16 at a time at about "
+        "20 seconds each, take about 1 hour, 44 minutes and 20 seconds, more than the rescue_lead of 1 hour",
+    )
+    hint = decision.fix_hint
+    assert hint is not None
+    assert "raise rescue_lead to at least 1 hour, 44 minutes and 20 seconds" in hint
+    # 180 waves fit the hour: 5,000 requests need 28 at a time; 16 at a time send 2,880.
+    assert "rescue_max_concurrency to at least 28" in hint and "at most 2,880 requests per task" in hint
+    assert "ClaudeMessageOperator" in hint
+
+
+def test_an_uncounted_input_is_accepted_and_counted_when_the_task_runs() -> None:
+    decision = decide_route(
+        Workload(deadline=timedelta(hours=6), rescue=dataclasses.replace(FITTING, request_count=None))
+    )
+
+    assert decision.route == "batch with rescue"
+    assert "counted when the task runs" in decision.reasons[1] and "up to 2,880 requests" in decision.reasons[1]
+
+
+def test_a_rescue_whose_single_request_outlasts_the_lead_never_fits() -> None:
+    plan = routing.RescuePlan(lead=timedelta(seconds=20), seconds_per_request=30)
+    decision = decide_route(Workload(deadline=timedelta(hours=6), rescue=plan))
+
+    assert decision.route == "sync"
+    assert "one request takes about 30 seconds, longer than the rescue_lead of 20 seconds" in decision.reasons[0]
+
+
+def test_a_lead_as_long_as_the_deadline_leaves_the_batch_no_time() -> None:
+    decision = decide_route(Workload(deadline=timedelta(hours=1), rescue=FITTING))
+
+    assert decision.route == "sync"
+    assert "the batch had any time" in decision.reasons[0]
+    assert "shorten rescue_lead well below the deadline of 1 hour" in (decision.fix_hint or "")
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [
+        Workload(waiting="person", deadline=timedelta(hours=6), rescue=FITTING),
+        Workload(needs_streaming=True, deadline=timedelta(hours=6), rescue=FITTING),
+    ],
+)
+def test_a_rescue_keeps_a_deadline_never_someone_waiting_or_a_capability(workload: Workload) -> None:
+    assert decide_route(workload).route == "sync"
+
+
+def test_a_refresh_is_kept_by_a_rescued_deadline_no_longer_than_it() -> None:
+    kept = decide_route(Workload(deadline=timedelta(hours=6), refresh_every=timedelta(hours=6), rescue=FITTING))
+    assert kept.route == "batch with rescue"
+    assert "results refresh every 6 hours, and the deadline of 6 hours, kept by the rescue, is within it" in (
+        kept.reasons
+    )
+    too_often = decide_route(Workload(deadline=timedelta(hours=6), refresh_every=timedelta(hours=1), rescue=FITTING))
+    assert too_often.route == "sync" and too_often.decided_by == "time"
+
+
+def test_a_rescue_without_a_short_deadline_is_a_plain_batch() -> None:
+    assert decide_route(Workload(deadline=timedelta(hours=30), rescue=FITTING)).route == "batch"
+    assert decide_route(Workload(rescue=FITTING)).route == "batch"
+
+
+def test_the_deadline_hint_offers_the_rescue() -> None:
+    assert "rescue='sync'" in (decide_route(Workload(deadline=timedelta(hours=2))).fix_hint or "")
+
+
+def test_a_rescue_plan_is_about_time_and_checks_its_numbers() -> None:
+    # Only time enters the plan: the rule still takes no price.
+    assert not {
+        field.name for field in dataclasses.fields(routing.RescuePlan) if re.search("cost|price|usd", field.name)
+    }
+    with pytest.raises(ValueError, match="max_concurrency must be a whole number of at least 1"):
+        routing.RescuePlan(lead=timedelta(hours=1), max_concurrency=0)
+    with pytest.raises(ValueError, match="seconds_per_request must be a positive number"):
+        routing.RescuePlan(lead=timedelta(hours=1), seconds_per_request=0)
+    with pytest.raises(ValueError, match="lead must be a positive timedelta"):
+        routing.RescuePlan(lead=3600)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="rescue must be a RescuePlan"):
+        Workload(rescue="sync")  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
+from airflow_provider_claude_batch.billing import bill
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.hooks.settings import DEFAULT_MODEL
 from airflow_provider_claude_batch.metrics import emit_landed_metrics
@@ -258,11 +259,13 @@ class ClaudeRequestsOperator(BaseOperator):
 
         :param folder: where ``results.jsonl`` was published.
         :param tally: counts and usage of every landed row.
-        :param route: ``batch`` or ``sync``: which prices the usage was billed at.
+        :param route: ``batch`` or ``sync``: the task's route (``billing`` prices each row at the route
+            that produced it, which differs for the rows a synchronous rescue finished).
         :param extra: route-specific manifest entries (batch ids, rounds, ...).
         """
         usage_by_model = {model: TokenUsage(*totals) for model, totals in sorted(tally.usage_by_model.items())}
         cost = cost_of(usage_by_model)
+        charged = bill(tally)
         unpriced = ""
         if cost.unpriced_models:
             unpriced = (
@@ -281,24 +284,29 @@ class ClaudeRequestsOperator(BaseOperator):
             "usage": tally.usage_totals(),
             "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
             "cost": {**_route_cost_fields(cost, route), **({"warning": unpriced.strip()} if unpriced else {})},
+            "billing": charged.as_dict(),
             "error_types": dict(tally.error_types),
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
         write_json(folder / MANIFEST_FILE, manifest)
         emit_landed_metrics(manifest)
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
+        if charged.mixed:  # a rescued batch: each route's rows at their own price
+            cost_text = f"Cost {charged.summary()}"
+        else:
+            verb = "saved" if route == "batch" else "would have saved"
+            cost_text = (
+                f"Cost ${billed:.4f} on the {route} route (${other:.4f} on the other; "
+                f"batching {verb} ${cost.saving_usd:.4f})"
+            )
         self.log.info(
             "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
-            "Cost $%.4f on the %s route ($%.4f on the other; batching %s $%.4f; prices as of %s).%s",
+            "%s; prices as of %s.%s",
             tally.total,
             results_path,
             ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
             *tally.usage_totals().values(),
-            billed,
-            route,
-            other,
-            "saved" if route == "batch" else "would have saved",
-            cost.saving_usd,
+            cost_text,
             cost.prices_as_of.isoformat(),
             unpriced,
         )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
-
-import anthropic
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 try:
     from airflow.sdk.exceptions import AirflowFailException
@@ -15,15 +12,21 @@ except ImportError:  # Airflow 3.1 keeps it in airflow.exceptions
     from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
 
 from airflow_provider_claude_batch.lifecycle import (
+    AwaitCancel,
     CreatePart,
     LandRound,
     PlanNextRound,
+    SendRescue,
+    StartRescue,
     SubmissionLifecycle,
     WaitForBatches,
     WaitForCapacity,
 )
 from airflow_provider_claude_batch.links import ClaudeBatchLink
-from airflow_provider_claude_batch.operators.base import RESULTS_FILE, ClaudeRequestsOperator
+from airflow_provider_claude_batch.operators.base import ClaudeRequestsOperator
+from airflow_provider_claude_batch.operators.batch_attach import Attachment
+from airflow_provider_claude_batch.operators.batch_cancel import BatchCanceller
+from airflow_provider_claude_batch.operators.batch_rescue import RescueRun
 from airflow_provider_claude_batch.operators.batch_run import (
     RESULT_STREAM_ERRORS,
     BatchRun,
@@ -32,14 +35,15 @@ from airflow_provider_claude_batch.operators.batch_run import (
     part_limit,
     results_urls,
 )
-from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
+from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, rescue_plan, routing_enforced
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
     DEFAULT_WAIT_TIMEOUT,
 )
+from airflow_provider_claude_batch.rescue import DEFAULT_RESCUE_CONCURRENCY, DEFAULT_SECONDS_PER_REQUEST
 from airflow_provider_claude_batch.routing import Workload
-from airflow_provider_claude_batch.submission import RECORD_FILE, RecordStore, SubmissionRecord, utc_now
+from airflow_provider_claude_batch.submission import RECORD_FILE, RecordStore, utc_now
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger, wait_inline
 from airflow_provider_claude_batch.triggers.capacity import ClaudeQueueCapacityTrigger
 from airflow_provider_claude_batch.validation import arguments
@@ -54,8 +58,6 @@ __all__ = ["RESULT_STREAM_ERRORS", "ClaudeBatchError", "ClaudeBatchOperator", "C
 
 # The defer timeout exceeds the trigger's own deadline so the trigger's clean "timeout" event wins.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=5)
-# After cancelling on timeout, how long to wait for the batches to end so their completed requests land.
-CANCEL_GRACE = timedelta(minutes=10)
 
 
 class ClaudeRoutingError(ClaudeBatchError, AirflowFailException):
@@ -97,7 +99,20 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         blocking task belongs on the synchronous route (``ClaudeMessageOperator``), so the routing
         policy refuses it. The DAG tag ``blocking`` says the same for every task of a DAG.
     :param deadline: a hard deadline (SLA, contract) measured from submission. Under 24 hours it
-        cannot be met by a batch, so the routing policy refuses the task.
+        cannot be met by a batch alone, so the routing policy refuses the task unless a rescue keeps it.
+    :param rescue: ``"sync"``: keep ``deadline`` with a synchronous rescue. If the batch has not ended
+        ``rescue_lead`` before the deadline, it is cancelled, what it completed lands, and every request
+        without a final row worth keeping (canceled, expired, transiently errored) is sent through the
+        Messages API and merged into the same results file (each row's ``route`` says which API
+        produced it). The routing rule accepts it ("batch with rescue") when the rescue can plausibly
+        finish the whole input inside the lead.
+    :param rescue_lead: the time kept before the deadline for the synchronous finish (required with
+        ``rescue``); what it leaves beyond the estimated send is the cancelled batch's time to end.
+    :param rescue_max_concurrency: the most rescue requests in flight at once (default 8); keep it
+        within the organisation's Messages API rate limits.
+    :param rescue_seconds_per_request: how long one request takes on the Messages API, the SDK's
+        retries included (default 30 s): a ``ClaudeMessageOperator`` run's log gives it as its time
+        times its concurrency divided by its request count.
     :param workload: the full declaration of who waits and what the work needs
         (:class:`~airflow_provider_claude_batch.routing.Workload`). ``Workload(waiting="nobody")``
         also overrides reading a sub-daily schedule as a refresh deadline (and nothing else).
@@ -125,6 +140,10 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         retry_rounds: int = 2,
         min_round_window: timedelta | float = timedelta(hours=1),
         on_input_change: Literal["replace", "fail"] = "replace",
+        rescue: Literal["sync"] | None = None,
+        rescue_lead: timedelta | float | None = None,
+        rescue_max_concurrency: int = DEFAULT_RESCUE_CONCURRENCY,
+        rescue_seconds_per_request: timedelta | float = DEFAULT_SECONDS_PER_REQUEST,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -133,6 +152,11 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self.on_input_change = arguments.one_of("on_input_change", on_input_change, ("replace", "fail"))
         self.blocking = blocking
         self.deadline = deadline if deadline is None else arguments.duration("deadline", deadline)
+        self.rescue, self.rescue_lead = arguments.rescue(rescue, rescue_lead, self.deadline, wait_for_completion)
+        self.rescue_max_concurrency = arguments.whole_number(
+            "rescue_max_concurrency", rescue_max_concurrency, minimum=1
+        )
+        self.rescue_seconds_per_request = arguments.seconds("rescue_seconds_per_request", rescue_seconds_per_request)
         self.workload = workload
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
@@ -167,12 +191,18 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             self.log.info("%s Trying the refused create again.", event.get("message"))
             run.lifecycle.capacity_may_have_freed(now)
         elif event["status"] == "timeout":
-            return self._time_out(run, batch_ids, str(event.get("message")))
+            if not run.lifecycle.timed_out(now):  # else the rescue begins, or goes on without the cancelled batches
+                self._time_out(run, batch_ids, str(event.get("message")))
+            if run.record.rescue is not None and run.record.rescue.abandoned_batch_ids:
+                self.log.warning(
+                    "Cancelled batch(es) %s had not ended by %s: the rescue sends their requests without their "
+                    "results, so any they complete while cancelling is billed on both routes and not counted here.",
+                    ", ".join(batch_ids),
+                    run.record.rescue.cancel_wait_until,
+                )
         else:
             self._results_urls.update(results_urls(event))
-            step = run.lifecycle.next_step(now)
-            if isinstance(step, WaitForBatches):
-                run.lifecycle.ended(step.round, now)
+            run.lifecycle.batches_ended(now)
         run.store.save(run.lifecycle.record)
         return self._advance(context, run)
 
@@ -196,6 +226,12 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                 run.land_round(step)
             elif isinstance(step, PlanNextRound):
                 run.plan_next_round(retry_rounds=self.retry_rounds, min_round_window=self.min_round_window)
+            elif isinstance(step, StartRescue):
+                self._rescue(run).start(step)
+            elif isinstance(step, AwaitCancel):
+                return self._wait(context, run, step.batch_ids, until=step.until)
+            elif isinstance(step, SendRescue):
+                self._rescue(run).send(step)
             else:
                 return self.finish(run.folder, run.final_tally(), route="batch", extra=run.manifest_extra())
 
@@ -219,6 +255,21 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             results_urls=self._results_urls,
         )
 
+    def _rescue(self, run: BatchRun) -> RescueRun:
+        plan = rescue_plan(self, run.record.request_count)
+        if plan is None:
+            raise ClaudeBatchError(
+                "This submission's record has a rescue point, but the task no longer declares rescue='sync'. "
+                "Declare it again, or clear the task's record (submission.json) to submit anew."
+            )
+        return RescueRun(run, plan, self.retry_rounds, self._canceller.cancel)
+
+    @property
+    def _canceller(self) -> BatchCanceller:
+        return BatchCanceller(
+            self.hook, self.log, self.claude_conn_id, self.min_poll_interval, self.max_poll_interval, self._results_urls
+        )
+
     def _resume(self, context: Context, batch_ids: list[str]) -> BatchRun:
         folder = self.results_folder(context)
         store = self._record_store(context, folder)
@@ -239,59 +290,18 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         self, prepared: PreparedRequests, store: RecordStore, context: Context, folder: ObjectStoragePath
     ) -> SubmissionLifecycle:
         """Re-attach to what an earlier attempt submitted for this input, or begin a new submission."""
-        fingerprint = prepared.fingerprint()
-        record = store.load()
-        if record is not None and record.fingerprint == fingerprint:
-            lifecycle = SubmissionLifecycle(record)
-            known = record.all_batch_ids()
-            if record.rounds[0].submitted:
-                self.log.info(
-                    "Re-attaching to batch(es) %s submitted by an earlier attempt for the same input "
-                    "(fingerprint %s): nothing is submitted or paid for again.",
-                    ", ".join(known),
-                    fingerprint[:12],
-                )
-            else:
-                self.log.info("An earlier attempt submitted part of this input; completing that submission.")
-            if known:
-                # XCom is wiped at the start of every try: tell downstream tasks and the UI again.
-                self._push_ids(context, known)
-            if not (folder / RESULTS_FILE).exists():
-                lifecycle.relanding()
-            store.save(record)
-            return lifecycle
-        if record is not None:
-            self._replace_stale(record, fingerprint)
-        parts = prepared.split(max_requests=part_limit(self.hook))
-        lifecycle = SubmissionLifecycle.begin(
-            fingerprint, [(part.count, part.body_size) for part in parts], utc_now(), self.timeout
+        # With a rescue the task is due at its deadline (or its timeout, if that comes first).
+        timeout = min(self.timeout, self.deadline) if self.rescue and self.deadline else self.timeout
+        attachment = Attachment(
+            log=self.log,
+            on_input_change=self.on_input_change,
+            cancel_stale=lambda batch_ids: self._cancel(batch_ids, reason="its input changed", force=True),
+            announce=lambda batch_ids: self._push_ids(context, batch_ids),
+            max_requests=part_limit(self.hook),
+            timeout=timeout,
+            rescue_lead=self.rescue_lead,
         )
-        store.save(lifecycle.record)
-        if len(parts) > 1:
-            self.log.info(
-                "%d requests (%s bytes) exceed one batch's limits; submitting them as %d batches.",
-                prepared.count,
-                f"{prepared.body_size:,}",
-                len(parts),
-            )
-        return lifecycle
-
-    def _replace_stale(self, record: SubmissionRecord, fingerprint: str) -> None:
-        stale = record.all_batch_ids()
-        if self.on_input_change == "fail":
-            raise ClaudeBatchError(
-                f"The input changed since an earlier attempt submitted batch(es) {', '.join(stale)} "
-                f"(fingerprint {record.fingerprint[:12]} -> {fingerprint[:12]}), and on_input_change='fail'. "
-                "Cancel them or clear the record, or set on_input_change='replace'."
-            )
-        self.log.warning(
-            "The input changed since an earlier attempt (fingerprint %s -> %s): cancelling its batch(es) %s "
-            "and submitting the new input.",
-            record.fingerprint[:12],
-            fingerprint[:12],
-            ", ".join(stale) or "(none recorded)",
-        )
-        self._cancel(stale, reason="its input changed", force=True)
+        return attachment.attach_or_begin(prepared, store, folder)
 
     def _push_ids(self, context: Context, batch_ids: list[str]) -> None:
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])
@@ -300,25 +310,28 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         link = ClaudeBatchLink()
         context["ti"].xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=context["ti"]))
 
-    def _wait(self, context: Context, run: BatchRun, batch_ids: list[str]) -> dict[str, Any]:
-        """Wait for ``batch_ids`` (deferred by default), then resume in :meth:`execute_complete`."""
+    def _wait(
+        self, context: Context, run: BatchRun, batch_ids: list[str], until: datetime | None = None
+    ) -> dict[str, Any]:
+        """Wait for ``batch_ids`` until ``until`` (default: the batch path's deadline); resume in execute_complete."""
         record = run.lifecycle.record
+        until = until or record.batch_deadline()
         self._submitted = list(batch_ids)
         trigger = ClaudeBatchTrigger(
             batch_ids=list(batch_ids),
             claude_conn_id=self.claude_conn_id,
-            end_time=record.deadline().timestamp(),
+            end_time=until.timestamp(),
             min_poll_interval=self.min_poll_interval,
             max_poll_interval=self.max_poll_interval,
             cancel_on_kill=self.cancel_on_kill,
             submitted_at=first_created(record, batch_ids),
         )
-        return self._defer_or_wait(context, trigger, record.deadline())
+        return self._defer_or_wait(context, trigger, until)
 
     def _wait_for_capacity(self, context: Context, run: BatchRun, step: WaitForCapacity) -> dict[str, Any]:
         record = run.lifecycle.record
         if step.until >= record.deadline():
-            return self._time_out(
+            self._time_out(
                 run,
                 step.watching,
                 f"The workspace's processing queue stayed full until the task's deadline ({record.deadline_at}); "
@@ -350,46 +363,9 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
 
     # -- timeouts and kills ---------------------------------------------------------------
 
-    def _time_out(self, run: BatchRun, batch_ids: list[str], message: str) -> dict[str, Any]:
+    def _time_out(self, run: BatchRun, batch_ids: list[str], message: str) -> NoReturn:
         """Past the deadline: cancel what runs, land what completed, and fail."""
-        if batch_ids and not self.cancel_on_kill:
-            raise ClaudeBatchError(
-                f"{message} They were left running (cancel_on_kill=False); their results were not landed."
-            )
-        landed = 0
-        step = run.lifecycle.next_step(utc_now())
-        if batch_ids:
-            self._cancel(batch_ids, reason="it did not end before the task's timeout")
-            self._await_end(batch_ids)
-            if isinstance(step, WaitForBatches):  # every part was created: the round ends here, cancelled
-                run.lifecycle.ended(step.round, utc_now())
-                landed = run.land_round(LandRound(step.round, batch_ids)).total
-            else:  # parts were never created: what completed lands to be seen, but the round stays open
-                round_number = step.round if isinstance(step, WaitForCapacity) else 0
-                landed = run.land_round(LandRound(round_number, batch_ids), record=False).total
-        raise ClaudeBatchError(
-            f"{message} They were cancelled; the {landed} result(s) of requests that completed, and the "
-            f"canceled ones, are in {run.folder / RESULTS_FILE}."
-        )
-
-    def _await_end(self, batch_ids: list[str]) -> None:
-        """After a cancel, wait (bounded) for the batches to end so completed requests can land."""
-        event = wait_inline(
-            ClaudeBatchTrigger(
-                batch_ids=batch_ids,
-                claude_conn_id=self.claude_conn_id,
-                end_time=time.time() + CANCEL_GRACE.total_seconds(),
-                min_poll_interval=min(self.min_poll_interval, 2.0),
-                max_poll_interval=min(self.max_poll_interval, 30.0),
-                cancel_on_kill=False,
-            )
-        )
-        if event["status"] != "ended":
-            raise ClaudeBatchError(
-                f"Batch(es) {', '.join(batch_ids)} were cancelled but had not ended {CANCEL_GRACE} later "
-                f"({event.get('message')}); their results can be landed by re-running the task."
-            )
-        self._results_urls.update(results_urls(event))
+        self._canceller.time_out(run, batch_ids, message, cancel_on_kill=self.cancel_on_kill)
 
     def on_kill(self) -> None:
         """Cancel in-flight batches when a running (non-deferred) task is killed."""
@@ -401,10 +377,4 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         if not (self.cancel_on_kill or force):
             self.log.info("Leaving batches %s running although %s (cancel_on_kill=False).", batch_ids, reason)
             return
-        hook = self.hook
-        for batch_id in batch_ids:
-            try:
-                hook.cancel_batch(batch_id)
-                self.log.info("Cancelled Claude batch %s because %s.", batch_id, reason)
-            except anthropic.APIError as error:
-                self.log.warning("Could not cancel Claude batch %s: %s", batch_id, type(error).__name__)
+        self._canceller.cancel(batch_ids, reason)

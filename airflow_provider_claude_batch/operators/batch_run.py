@@ -183,7 +183,11 @@ class BatchRun:
         self.log.info("Submitted Claude batch %s with %d request(s).", batch_id, part.count)
 
     def plan_next_round(self, *, retry_rounds: int, min_round_window: Any) -> None:
-        """Re-run what failed transiently in a follow-up round, when retries and time allow; else finish."""
+        """Re-run what failed transiently in a follow-up round, when retries and time allow; else finish.
+
+        With a synchronous rescue, failures that no batch round has time for before the rescue point
+        go to the rescue instead.
+        """
         custom_ids = self.transient if self.transient is not None else transient_custom_ids(self.folder / RESULTS_FILE)
         verdict = self.lifecycle.round_verdict(
             len(custom_ids), utc_now(), retry_rounds=retry_rounds, min_round_window=min_round_window
@@ -191,7 +195,10 @@ class BatchRun:
         if not verdict.allowed:
             if verdict.reason:
                 self.log.info("%s", verdict.reason)
-            self.lifecycle.finish(utc_now())
+            if verdict.rescue:
+                self.lifecycle.rescue_failures(utc_now())
+            else:
+                self.lifecycle.finish(utc_now())
             self.save()
             return
         subset = self.prepared.subset(custom_ids)
@@ -275,7 +282,9 @@ class BatchRun:
     def manifest_extra(self) -> dict[str, Any]:
         record = self.record
         sent = [part.intent_at or part.created_at for item in record.rounds for part in item.parts]
+        rescue = record.rescue_report()
         return {
+            **({"rescue": rescue} if rescue else {}),
             "batch_id": record.batch_ids[0] if record.batch_ids else None,
             "batch_ids": record.all_batch_ids(),
             "fingerprint": record.fingerprint,

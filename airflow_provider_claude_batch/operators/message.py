@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "SYNC_BATCH_ID", "ClaudeMessageOperator", "send_messages"]
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "SYNC_BATCH_ID", "ClaudeMessageOperator", "send_all", "send_messages"]
 
 DEFAULT_MAX_CONCURRENCY = 8
 SYNC_BATCH_ID = ""
@@ -104,7 +104,7 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
         transform = self.row_transform()
         with publish_rows(folder / RESULTS_FILE) as sink:
             on_row = sink.add if transform is None else (lambda row: sink.add(transform(row)))
-            asyncio.run(_send_all(hook, prepared, on_row, self.max_concurrency))
+            asyncio.run(send_all(hook, prepared, on_row, self.max_concurrency))
         self.log.info(
             "Sent %d request(s) through the Messages API in %.1fs (at most %d at once).",
             prepared.count,
@@ -134,18 +134,37 @@ class ClaudeMessageOperator(ClaudeRequestsOperator):
             )
 
 
-async def _send_all(
-    hook: ClaudeHook, prepared: PreparedRequests, on_row: Callable[[ResultRow], None], max_concurrency: int
-) -> None:
+async def send_all(
+    hook: ClaudeHook,
+    prepared: PreparedRequests,
+    on_row: Callable[[ResultRow], None],
+    max_concurrency: int,
+    *,
+    timeout: float | None = None,
+) -> bool:
+    """Send every prepared request through the Messages API with the connection's client and retries.
+
+    :param hook: the connection.
+    :param prepared: the validated requests.
+    :param on_row: receives each row as its answer arrives.
+    :param max_concurrency: the most requests in flight.
+    :param timeout: seconds after which the requests still unanswered are abandoned (the rows that
+        arrived were handed to ``on_row``); None waits for every answer.
+    :returns: whether every request was answered.
+    """
     # The async client inside one asyncio.run, rather than a thread pool around the sync client:
     # requests in flight cost coroutines sharing one connection pool, not threads, so raising
     # max_concurrency stays cheap; the SDK's retries (with its backoff and retry-after handling)
     # run inside each coroutine exactly as they would in the sync client.
     client = await hook.get_async_conn()
     try:
-        await send_messages(prepared, lambda params: _create(client, params), on_row, max_concurrency)
+        sending = send_messages(prepared, lambda params: _create(client, params), on_row, max_concurrency)
+        await asyncio.wait_for(sending, timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        return False
     finally:
         await client.close()
+    return True
 
 
 async def send_messages(
@@ -172,7 +191,7 @@ async def send_messages(
     async def one(custom_id: str, encoded: bytes) -> None:
         try:
             params = msgspec.json.decode(encoded)["params"]
-            on_row(parse_result_line(await _result_line(custom_id, params, send), SYNC_BATCH_ID))
+            on_row(parse_result_line(await _result_line(custom_id, params, send), SYNC_BATCH_ID, route="sync"))
         except BaseException as error:  # anything but an API answer is a bug or a kill: stop sending
             failures.append(error)
             raise

@@ -205,3 +205,41 @@ def results_uri(value: Any, installed: Collection[str]) -> str | None:
         f"results_uri {value!r}: no filesystem for {scheme}:// is installed{need}{hint or ''}. "
         f"Installed: {', '.join(s for s in sorted(installed) if s not in ('local',))}."
     )
+
+
+def rescue(
+    route: Any, lead: Any, deadline: timedelta | None, wait_for_completion: bool
+) -> tuple[str | None, timedelta | None]:
+    """``rescue`` and ``rescue_lead`` of a batch task: a synchronous rescue that keeps ``deadline``.
+
+    :returns: the rescue route (``"sync"``, or None without a rescue) and the lead as a ``timedelta``.
+    """
+    if route is None:
+        if lead is not None:
+            raise ValueError(
+                "rescue_lead is set but rescue is not: add rescue='sync' to keep the deadline with a synchronous "
+                "rescue, or drop rescue_lead"
+            )
+        return None, None
+    route = one_of("rescue", route, ("sync",))
+    if deadline is None:
+        raise ValueError(
+            "rescue='sync' keeps a deadline, and this task has none: set deadline=timedelta(hours=...), measured "
+            "from submission"
+        )
+    if lead is None:
+        raise ValueError(
+            "rescue='sync' needs rescue_lead, the time kept before the deadline for the synchronous finish, "
+            "e.g. rescue_lead=timedelta(hours=1)"
+        )
+    lead = duration("rescue_lead", lead)
+    if lead >= deadline:
+        raise ValueError(
+            f"rescue_lead ({lead}) must be shorter than the deadline ({deadline}): the batch runs until the deadline "
+            "minus the lead, then the rescue finishes the rest"
+        )
+    if not wait_for_completion:
+        raise ValueError(
+            "rescue='sync' needs wait_for_completion=True: the task must still be there at the rescue point"
+        )
+    return route, lead
