@@ -218,17 +218,23 @@ def test_audit_fragment_shows_only_readable_dags_with_verdicts_and_totals():
             {"dag_id": "report", "task_id": "sum", "operator": "ClaudeMessageOperator", "route": "sync",
              "rule_route": "batch", "verdict": "SAVING", "reasons": ["weekly"], "schedule": "@weekly",
              "usage_source": "measured (2 runs)", "monthly": {"batch_usd": 10.0, "sync_usd": 20.0, "saving_usd": 10.0}},
+            {"dag_id": "report", "task_id": "sla", "operator": "ClaudeBatchOperator", "route": "batch with rescue",
+             "rule_route": "batch with rescue", "verdict": "OK", "reasons": ["rescued before the 6h deadline"],
+             "schedule": "@daily", "usage_source": "declared",
+             "monthly": {"batch_usd": 30.0, "sync_usd": 60.0, "saving_usd": 30.0}},
             {"dag_id": "secret", "task_id": "x", "verdict": "OK", "route": "batch", "rule_route": "batch"},
         ],
         "totals": {"prices_as_of": "2026-01-01"},
         "import_errors": {"broken.py": "SyntaxError"},
     }  # fmt: skip
     fragment = render_audit_fragment(document, readable_dag_ids={"nightly", "report"}, audited_at="2026-03-30T10:00")
-    assert fragment.count('class="audit-row"') == 2 and "secret" not in fragment
+    assert fragment.count('class="audit-row"') == 3 and "secret" not in fragment
+    assert '<span title="batched; if it has not ended by the deadline minus the rescue lead' in fragment
     assert 'data-verdict="SAVING"' in fragment and "nobody waits &lt;on it&gt;" in fragment
     assert "$540.00/month" in fragment and "$270.00/month" in fragment
     assert '<b id="left-on-table">$10.00</b>' in fragment  # what batching the SAVING task would save
-    assert "$290.00 as routed now, $280.00 routed by the rule" in fragment
+    # A batch with rescue counts at the batch price (only a rescued run pays sync, for what it rescued).
+    assert "$320.00 as routed now, $310.00 routed by the rule" in fragment
     assert "1 DAG file(s) did not parse" in fragment and "broken.py" not in fragment
     failed = render_audit_fragment(None, readable_dag_ids=None, audited_at=None, error="No DAG folder <here>")
     assert 'id="audit-error"' in failed and "No DAG folder &lt;here&gt;" in failed

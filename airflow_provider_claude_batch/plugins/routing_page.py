@@ -26,6 +26,11 @@ _VERDICT_NOTES = {
     "VIOLATION": "batched, but something waits on it",
     "SAVING": "synchronous, but nobody waits on it: batching halves its cost",
 }
+# What a route means, shown beside its name (the rule's third route has conditions worth a tooltip).
+_ROUTE_NOTES = {
+    "batch with rescue": "batched; if it has not ended by the deadline minus the rescue lead, the rest runs "
+    "synchronously, so the deadline holds",
+}
 
 
 def _usd(value: float | None) -> str:
@@ -190,6 +195,11 @@ def _text(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _route(route: Any) -> str:
+    note = _ROUTE_NOTES.get(str(route))
+    return f'<span title="{_text(note)}">{_text(route)}</span>' if note else _text(route)
+
+
 def _audit_row(row: Mapping[str, Any]) -> str:
     verdict = str(row.get("verdict"))
     reasons = "".join(f"<li>{_text(reason)}</li>" for reason in row.get("reasons") or [])
@@ -198,7 +208,7 @@ def _audit_row(row: Mapping[str, Any]) -> str:
         f'<tr class="audit-row" data-dag="{_text(row.get("dag_id"))}" data-verdict="{_text(verdict)}">'
         f"<td><b>{_text(row.get('dag_id'))}</b></td>"
         f'<td>{_text(row.get("task_id"))}<div class="muted">{_text(row.get("operator"))}</div></td>'
-        f"<td>{_text(row.get('route'))}</td><td>{_text(row.get('rule_route'))}</td>"
+        f"<td>{_route(row.get('route'))}</td><td>{_route(row.get('rule_route'))}</td>"
         f'<td><span class="badge v-{_text(verdict)}" title="{note}">{_text(verdict)}</span>'
         f'<ul class="reasons">{reasons}</ul></td><td>{_text(row.get("schedule"))}</td>'
         f'<td class="num">{_monthly(row, "sync")}</td><td class="num">{_monthly(row, "batch")}</td>'
@@ -235,7 +245,8 @@ def render_audit_fragment(
         body.append('<tr><td colspan="9" class="empty">No Claude tasks in the DAGs you can read.</td></tr>')
 
     def at(route_key: str) -> Any:
-        return lambda row: float(row["monthly"][f"{row[route_key]}_usd"])
+        # A batch with rescue is priced as a batch: only a rescued run pays the sync price, for what it rescued.
+        return lambda row: float(row["monthly"]["sync_usd" if row[route_key] == "sync" else "batch_usd"])
 
     def saving_if(verdict: str) -> Any:
         return lambda row: float(row["monthly"]["saving_usd"]) if row.get("verdict") == verdict else 0.0
