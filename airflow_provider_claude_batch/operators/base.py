@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
+from decimal import Decimal
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ from airflow_provider_claude_batch.requests import (
     prepare_requests,
 )
 from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
+from airflow_provider_claude_batch.shared_prefix import CachePlan, place_breakpoints
 from airflow_provider_claude_batch.structured import OutputValidator, merge_output_config, output_config_for
 from airflow_provider_claude_batch.validation import arguments
 from airflow_provider_claude_batch.validation.checker import RequestChecker
@@ -86,6 +88,10 @@ class ClaudeRequestsOperator(BaseOperator):
 
     # Whether requests may set "stream": only the Messages API can stream (see ClaudeMessageOperator).
     allows_streaming: bool = False
+    # Whether prepare() marks the requests' shared prefix for the prompt cache (ClaudeBatchOperator's
+    # cache_shared_prefix); what it did, once prepared.
+    cache_shared_prefix: bool = False
+    cache_plan: CachePlan | None = None
 
     template_fields: Sequence[str] = (
         "requests",
@@ -185,10 +191,18 @@ class ClaudeRequestsOperator(BaseOperator):
         """
         prepared = self.prepare_offline(self.hook.default_model)
         self._check_models(prepared)
+        if self.cache_plan is not None:
+            self.log.info("cache_shared_prefix: %s", self.cache_plan.describe())
         return prepared
 
     def prepare_offline(self, default_model: str) -> PreparedRequests:
-        """Read, normalise and validate every request without any network call."""
+        """Read, normalise and validate every request without any network call (and mark their shared prefix)."""
+        prepared = self._read_requests(default_model)
+        if self.cache_shared_prefix:
+            self.cache_plan = place_breakpoints(prepared)
+        return prepared
+
+    def _read_requests(self, default_model: str) -> PreparedRequests:
         defaults = self.request_defaults(default_model)
         checker = RequestChecker(batch=not self.allows_streaming, betas=frozenset(self.betas))
         if isinstance(self.requests, str):
@@ -271,6 +285,7 @@ class ClaudeRequestsOperator(BaseOperator):
             )
             self.log.warning("The cost below leaves out model(s) without a price:%s", unpriced)
         results_path = folder / RESULTS_FILE
+        totals = tally.usage_totals()
         manifest = {
             **extra,
             "route": route,
@@ -278,27 +293,35 @@ class ClaudeRequestsOperator(BaseOperator):
             "manifest_uri": str(folder / MANIFEST_FILE),
             "request_count": tally.total,
             "counts": dict(tally.counts),
-            "usage": tally.usage_totals(),
+            "usage": totals,
             "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
             "cost": {**_route_cost_fields(cost, route), **({"warning": unpriced.strip()} if unpriced else {})},
             "error_types": dict(tally.error_types),
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
+        if self.cache_shared_prefix or totals["cache_creation_input_tokens"] or totals["cache_read_input_tokens"]:
+            manifest["caching"] = caching_summary(totals, cost.cache_saving_on(route), self.cache_shared_prefix)
         write_json(folder / MANIFEST_FILE, manifest)
         emit_landed_metrics(manifest)
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
         self.log.info(
-            "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
-            "Cost $%.4f on the %s route ($%.4f on the other; batching %s $%.4f; prices as of %s).%s",
+            "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d (1h %d) / cache read %d. "
+            "Cost $%.4f on the %s route ($%.4f on the other; batching %s $%.4f; the prompt cache saved $%.4f; "
+            "prices as of %s).%s",
             tally.total,
             results_path,
             ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
-            *tally.usage_totals().values(),
+            totals["input_tokens"],
+            totals["output_tokens"],
+            totals["cache_creation_input_tokens"],
+            totals["cache_creation_1h_input_tokens"],
+            totals["cache_read_input_tokens"],
             billed,
             route,
             other,
             "saved" if route == "batch" else "would have saved",
             cost.saving_usd,
+            cost.cache_saving_on(route),
             cost.prices_as_of.isoformat(),
             unpriced,
         )
@@ -314,6 +337,24 @@ def _route_cost_fields(cost: CostReport, route: str) -> dict[str, Any]:
     if route != "batch":
         fields["batching_would_save_usd"] = fields.pop("saving_usd")
     return fields
+
+
+def caching_summary(usage: Mapping[str, int], saving: Decimal, shared_prefix: bool) -> dict[str, Any]:
+    """The manifest's ``caching`` entry: what the prompt cache wrote, read and saved on the task's route.
+
+    :param usage: the task's token totals (``ResultTally.usage_totals``).
+    :param saving: what the cache saved at the route's prices (negative: writes outweighed reads).
+    :param shared_prefix: whether the task asked for ``cache_shared_prefix``.
+    """
+    writes, reads = usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]
+    return {
+        "cache_shared_prefix": shared_prefix,
+        "cache_write_input_tokens": writes,
+        "cache_write_1h_input_tokens": usage["cache_creation_1h_input_tokens"],
+        "cache_read_input_tokens": reads,
+        "read_share": round(reads / (writes + reads), 4) if writes + reads else None,
+        "saving_usd": round(float(saving), 6),
+    }
 
 
 def results_path_part(name: str) -> str:

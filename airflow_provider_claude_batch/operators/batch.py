@@ -32,6 +32,7 @@ from airflow_provider_claude_batch.operators.batch_run import (
     part_limit,
     results_urls,
 )
+from airflow_provider_claude_batch.operators.cost_cap import ClaudeCostCapError, check_cost_cap, quote_fields
 from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, routing_enforced
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
@@ -50,7 +51,13 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.requests import PreparedRequests
 
-__all__ = ["RESULT_STREAM_ERRORS", "ClaudeBatchError", "ClaudeBatchOperator", "ClaudeRoutingError"]
+__all__ = [
+    "RESULT_STREAM_ERRORS",
+    "ClaudeBatchError",
+    "ClaudeBatchOperator",
+    "ClaudeCostCapError",
+    "ClaudeRoutingError",
+]
 
 # The defer timeout exceeds the trigger's own deadline so the trigger's clean "timeout" event wins.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=5)
@@ -101,6 +108,13 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     :param workload: the full declaration of who waits and what the work needs
         (:class:`~airflow_provider_claude_batch.routing.Workload`). ``Workload(waiting="nobody")``
         also overrides reading a sub-daily schedule as a refresh deadline (and nothing else).
+    :param cache_shared_prefix: put a 1-hour prompt-cache breakpoint at the end of the longest
+        prefix (tools, system prompt, leading content) every request shares, when it is at least the
+        model's minimum cacheable length; the prefix is then paid in full once and at a tenth of the
+        input price after (best effort in a batch; see ``docs/routing.md``, "Cost levers").
+    :param max_cost_usd: refuse to submit, before any create, when the most the requests can cost
+        at batch prices (input counted with the token-counting endpoint, ``max_tokens`` of output,
+        cache writes at their price) exceeds this many dollars; the manifest keeps the quote.
 
     Before submitting anything the task checks its route with the same rule as the routing policy
     (see ``docs/routing.md``) and fails with :class:`ClaudeRoutingError` if the work belongs on the
@@ -125,9 +139,13 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         retry_rounds: int = 2,
         min_round_window: timedelta | float = timedelta(hours=1),
         on_input_change: Literal["replace", "fail"] = "replace",
+        cache_shared_prefix: bool = False,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cache_shared_prefix = arguments.flag("cache_shared_prefix", cache_shared_prefix)
+        self.max_cost_usd = None if max_cost_usd is None else arguments.money("max_cost_usd", max_cost_usd)
         self.retry_rounds = arguments.whole_number("retry_rounds", retry_rounds)
         self.min_round_window = arguments.duration("min_round_window", min_round_window, allow_zero=True)
         self.on_input_change = arguments.one_of("on_input_change", on_input_change, ("replace", "fail"))
@@ -197,7 +215,8 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             elif isinstance(step, PlanNextRound):
                 run.plan_next_round(retry_rounds=self.retry_rounds, min_round_window=self.min_round_window)
             else:
-                return self.finish(run.folder, run.final_tally(), route="batch", extra=run.manifest_extra())
+                extra = {**run.manifest_extra(), **quote_fields(run.folder, run.record.fingerprint, self.max_cost_usd)}
+                return self.finish(run.folder, run.final_tally(), route="batch", extra=extra)
 
     def _run(
         self,
@@ -260,6 +279,8 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
                 lifecycle.relanding()
             store.save(record)
             return lifecycle
+        if self.max_cost_usd is not None:  # a new submission: quoted before anything is cancelled or created
+            check_cost_cap(self.hook, prepared, self.max_cost_usd, folder, self.log)
         if record is not None:
             self._replace_stale(record, fingerprint)
         parts = prepared.split(max_requests=part_limit(self.hook))
