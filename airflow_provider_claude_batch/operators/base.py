@@ -72,7 +72,8 @@ class ClaudeRequestsOperator(BaseOperator):
         (0 = any failure fails the task; the results land either way).
     :param usage_estimate: tokens one run of the task uses, for ``claude-batch audit`` to price the
         task before it has run, e.g. ``{"model": "claude-sonnet-4-6", "input_tokens": 2_000_000,
-        "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``;
+        "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``,
+        ``cache_creation_1h_input_tokens``;
         ``model`` defaults to the task's ``model``). Manifests of past runs take precedence once they exist.
     :param output_schema: a pydantic model every request must answer with: requests ask for JSON of
         that schema (the API's structured outputs), each row carries the validated object under

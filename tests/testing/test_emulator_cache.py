@@ -35,9 +35,9 @@ def test_first_request_writes_the_prefix_for_an_hour_and_the_others_read_it(clau
     for later in rest:
         assert later.cache_read_input_tokens == PREFIX_TOKENS and later.cache_creation_input_tokens == 0
     # input_tokens leaves the cached part out: together they are what count_tokens counts
-    whole = api.messages.count_tokens(model="claude-sonnet-4-6", system=LONG_SYSTEM, messages=[
-        {"role": "user", "content": "Review change 1"}
-    ]).input_tokens
+    whole = api.messages.count_tokens(
+        model="claude-sonnet-4-6", system=LONG_SYSTEM, messages=[{"role": "user", "content": "Review change 1"}]
+    ).input_tokens
     assert rest[0].input_tokens + rest[0].cache_read_input_tokens == whole
     assert claude_emulator.state()["prompt_cache"] == {"entries": 1, "requests_writing": 1, "requests_reading": 2}
 
