@@ -41,7 +41,15 @@ from airflow_provider_claude_batch.prompt_units import (
 )
 from airflow_provider_claude_batch.validation.models import min_cacheable_tokens
 
-__all__ = ["CACHE_CONTROL", "CachePlan", "PrefixPlan", "break_even_hit_rate", "place_breakpoints", "plan_shared_prefix"]
+__all__ = [
+    "CACHE_CONTROL",
+    "CachePlan",
+    "PrefixPlan",
+    "break_even_hit_rate",
+    "caching_summary",
+    "place_breakpoints",
+    "plan_shared_prefix",
+]
 
 CACHE_CONTROL: Mapping[str, str] = {"type": "ephemeral", "ttl": "1h"}
 _MESSAGE_CONTEXT_KEYS = ("tool_choice", "thinking")
@@ -271,3 +279,21 @@ def break_even_hit_rate(model: str) -> Decimal | None:
     except UnknownModelError:
         return None
     return (price.cache_write_1h - price.input) / (price.cache_write_1h - price.cache_read)
+
+
+def caching_summary(usage: Mapping[str, int], saving: Decimal, shared_prefix: bool) -> dict[str, Any]:
+    """The manifest's ``caching`` entry: what the prompt cache wrote, read and saved on the task's route.
+
+    :param usage: the task's token totals (``ResultTally.usage_totals``).
+    :param saving: what the cache saved at the route's prices (negative: writes outweighed reads).
+    :param shared_prefix: whether the task asked for ``cache_shared_prefix``.
+    """
+    writes, reads = usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]
+    return {
+        "cache_shared_prefix": shared_prefix,
+        "cache_write_input_tokens": writes,
+        "cache_write_1h_input_tokens": usage["cache_creation_1h_input_tokens"],
+        "cache_read_input_tokens": reads,
+        "read_share": round(reads / (writes + reads), 4) if writes + reads else None,
+        "saving_usd": round(float(saving), 6),
+    }

@@ -9,7 +9,6 @@ import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from decimal import Decimal
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +36,7 @@ from airflow_provider_claude_batch.requests import (
     prepare_requests,
 )
 from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
-from airflow_provider_claude_batch.shared_prefix import CachePlan, place_breakpoints
+from airflow_provider_claude_batch.shared_prefix import CachePlan, caching_summary, place_breakpoints
 from airflow_provider_claude_batch.structured import OutputValidator, merge_output_config, output_config_for
 from airflow_provider_claude_batch.validation import arguments
 from airflow_provider_claude_batch.validation.checker import RequestChecker
@@ -338,24 +337,6 @@ def _route_cost_fields(cost: CostReport, route: str) -> dict[str, Any]:
     if route != "batch":
         fields["batching_would_save_usd"] = fields.pop("saving_usd")
     return fields
-
-
-def caching_summary(usage: Mapping[str, int], saving: Decimal, shared_prefix: bool) -> dict[str, Any]:
-    """The manifest's ``caching`` entry: what the prompt cache wrote, read and saved on the task's route.
-
-    :param usage: the task's token totals (``ResultTally.usage_totals``).
-    :param saving: what the cache saved at the route's prices (negative: writes outweighed reads).
-    :param shared_prefix: whether the task asked for ``cache_shared_prefix``.
-    """
-    writes, reads = usage["cache_creation_input_tokens"], usage["cache_read_input_tokens"]
-    return {
-        "cache_shared_prefix": shared_prefix,
-        "cache_write_input_tokens": writes,
-        "cache_write_1h_input_tokens": usage["cache_creation_1h_input_tokens"],
-        "cache_read_input_tokens": reads,
-        "read_share": round(reads / (writes + reads), 4) if writes + reads else None,
-        "saving_usd": round(float(saving), 6),
-    }
 
 
 def results_path_part(name: str) -> str:
