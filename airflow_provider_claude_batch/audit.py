@@ -135,6 +135,10 @@ class AuditReport:
             "cost_of_fixing_violations_usd_per_month": _usd(
                 sum((t.monthly.saving_usd for t in scheduled if t.verdict == "VIOLATION"), Decimal(0))  # type: ignore[union-attr]
             ),
+            # What the prompt cache saved, on the route each task runs on (from its measured usage).
+            "cache_saving_usd_per_month": _usd(
+                sum((t.monthly.cache_saving_on(t.route) for t in scheduled), Decimal(0))  # type: ignore[union-attr]
+            ),
             "prices_as_of": PRICES_AS_OF.isoformat(),
             "prices_source": PRICES_SOURCE,
         }
@@ -362,6 +366,9 @@ def render_table(report: AuditReport) -> str:
     for task, row in zip(report.tasks, rows, strict=True):
         lines.append("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
         lines.extend(f"    why: {reason}" for reason in task.reasons)
+        if cost is not None and cost.cache_saving_on(task.route):
+            suffix = "/month" if task.runs_per_month is not None else "/run"
+            lines.append(f"    caching: the prompt cache saves {_money(cost.cache_saving_on(task.route))}{suffix}")
     if not report.tasks:
         lines.append("(no ClaudeBatchOperator or ClaudeMessageOperator tasks found)")
     totals = report.totals()
@@ -378,6 +385,7 @@ def render_table(report: AuditReport) -> str:
         f"{_money(Decimal(str(totals['saving_left_on_the_table_usd_per_month'])))}/month",
         "  cost of fixing violations:           "
         f"{_money(Decimal(str(totals['cost_of_fixing_violations_usd_per_month'])))}/month",
+        f"  saved by the prompt cache:           {_money(Decimal(str(totals['cache_saving_usd_per_month'])))}/month",
         f"Prices as of {totals['prices_as_of']} ({totals['prices_source']}); batch is half the sync price.",
     ]
     if report.import_errors:

@@ -5,26 +5,33 @@ so a bad argument or a refused route shows as the import error Airflow would sho
 ``ClaudeBatchOperator`` and ``ClaudeMessageOperator`` task whose requests can be read offline (a
 literal list in the DAG file, a local JSONL file) has them prepared exactly as the task would,
 and each problem is listed by DAG, task, request index and custom id. For those tasks a cost
-quote is given: an upper bound, from the requests' bytes (a token is never shorter than a byte)
-and their ``max_tokens``, at the route's prices; a "batch with rescue" task is quoted at the sync
-price (the rescue may send every request), with what its rescue needs of its lead. Requests that
-exist only at run time (an XCom, a template, a ``@task.claude_batch`` function) are listed as not checked.
+quote is given: an upper bound, from the requests' bytes (a token is never shorter than a byte),
+their ``max_tokens`` and cache writes at the write price, at the route's prices
+(:mod:`~.cost_quote`; at run time ``max_cost_usd`` counts the input with the API, a tighter bound);
+a "batch with rescue" task is quoted at the sync price (the rescue may send every request), with
+what its rescue needs of its lead. A ``max_cost_usd`` that ``max_tokens`` alone exceeds is a problem:
+every run would be refused. For batch tasks, the check says whether a shared prefix would be cached
+(``cache_shared_prefix``), and when that pays. Requests that exist only at run time (an XCom, a
+template, a ``@task.claude_batch`` function) are listed as not checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from airflow_provider_claude_batch.cost_quote import build_quote, shapes_of
 from airflow_provider_claude_batch.hooks.claude import DEFAULT_MODEL
 from airflow_provider_claude_batch.policy import declared_argument, operator_class, rescue_plan
-from airflow_provider_claude_batch.pricing import UnknownModelError, price_for
+from airflow_provider_claude_batch.pricing import price_for
 from airflow_provider_claude_batch.requests import PreparedRequests, RequestSourceError, RequestValidationError
 from airflow_provider_claude_batch.routing import BATCH_WITH_RESCUE
+from airflow_provider_claude_batch.shared_prefix import PrefixPlan, break_even_hit_rate, plan_shared_prefix
 from airflow_provider_claude_batch.validation.arguments import is_templated
 
 __all__ = ["CheckReport", "TaskCheck", "check_path", "render"]
@@ -47,6 +54,8 @@ class TaskCheck:
     input_tokens_at_most: int = 0
     output_tokens_at_most: int = 0
     unpriced: list[str] = field(default_factory=list)
+    caching: str = ""
+    """What ``cache_shared_prefix`` does (or would do) with these requests, and when it pays."""
 
 
 @dataclass
@@ -100,7 +109,21 @@ def _check_task(task: Any, checked: TaskCheck, where: str, report: CheckReport) 
         report.problems.append(f"{where}: {error}")
         return
     checked.checked = prepared.count
-    _quote(checked, prepared)
+    quote = build_quote(shapes_of(prepared.encoded), [], route=checked.route)
+    checked.quote_usd = quote.usd
+    checked.input_tokens_at_most = sum(m.input_tokens + sum(m.cache_write_tokens.values()) for m in quote.models)
+    checked.output_tokens_at_most = sum(m.output_tokens for m in quote.models)
+    checked.unpriced = list(quote.unpriced)
+    cap = getattr(task, "max_cost_usd", None)
+    output_usd = quote.usd - sum((m.input_usd or Decimal(0) for m in quote.models), Decimal(0))
+    if cap is not None and output_usd > Decimal(str(cap)):
+        report.problems.append(
+            f"{where}: max_cost_usd={cap:g} refuses every run: max_tokens alone may cost ${output_usd:,.4f} "
+            f"({checked.output_tokens_at_most:,} output tokens at {quote.route} prices); lower max_tokens or "
+            "raise the cap"
+        )
+    if checked.route != "sync":
+        checked.caching = caching_advice(task, prepared)
     notes = []
     if not task.model:
         notes.append(f"priced as {DEFAULT_MODEL} (model= is unset: the connection's model decides)")
@@ -137,21 +160,44 @@ def _mapped_arguments(task: Any, cls: type) -> Iterable[str]:
         yield str(error)
 
 
-def _quote(checked: TaskCheck, prepared: PreparedRequests) -> None:
-    total = Decimal(0)
-    for model, use in prepared.models.items():
-        checked.input_tokens_at_most += use.input_bytes
-        output = use.count * use.max_tokens
-        checked.output_tokens_at_most += output
-        try:
-            price = price_for(model)
-        except UnknownModelError:
-            checked.unpriced.append(model)
+def caching_advice(task: Any, prepared: PreparedRequests) -> str:
+    """What ``cache_shared_prefix`` does with these requests (or would do), and when it pays; empty if nothing."""
+    plan = task.cache_plan if task.cache_shared_prefix else plan_shared_prefix(_params(prepared))
+    if plan is None:
+        return ""
+    sentences = []
+    for group in plan.groups.values():
+        if group.position is None:
+            if task.cache_shared_prefix:
+                sentences.append(f"cache_shared_prefix=True places nothing for {group.model}: {group.reason}")
             continue
-        if checked.route == "batch":  # a batch with rescue may send every request synchronously
-            price = price.at_batch_rate()
-        total += (use.input_bytes * price.input + output * price.output) / Decimal(1_000_000)
-    checked.quote_usd = total
+        pays = _when_it_pays(group)
+        if task.cache_shared_prefix:
+            sentences.append(f"cache_shared_prefix: {group.describe()}; {pays}")
+        else:
+            sentences.append(
+                f"cache_shared_prefix=True would cache a prefix of about {group.tokens:,} tokens (through "
+                f"{group.where}) shared by {group.requests:,} {group.model} requests; {pays}"
+            )
+    return " ".join(f"{sentence}." for sentence in sentences)
+
+
+def _when_it_pays(group: PrefixPlan) -> str:
+    rate = break_even_hit_rate(group.model)
+    if rate is None:
+        return "no price for the model, so no saving is computed"
+    price = price_for(group.model).at_batch_rate()
+    later = group.requests - 1
+    best = group.tokens * (later * (price.input - price.cache_read) - (price.cache_write_1h - price.input))
+    return (
+        f"it saves up to ${best / Decimal(1_000_000):,.4f} a run at batch prices when every later request reads "
+        f"the cache, and pays once more than {rate:.0%} do (hits in a batch are best effort)"
+    )
+
+
+def _params(prepared: PreparedRequests) -> Iterator[dict[str, Any]]:
+    for encoded in prepared.encoded:
+        yield json.loads(encoded)["params"]
 
 
 def _last_line(error: str) -> str:
@@ -174,6 +220,8 @@ def render(report: CheckReport) -> str:
             f"(at most {task.input_tokens_at_most:,} input and {task.output_tokens_at_most:,} output tokens)"
             + (f"; {task.note}" if task.note else "")
         )
+        if task.caching:
+            lines.append(f"    {task.caching}")
     if not report.tasks:
         lines.append("  (no Claude tasks)")
     if report.problems:

@@ -114,17 +114,26 @@ class TokenUsage:
     """Token counts as the API reports them in a message's ``usage``.
 
     ``input_tokens`` excludes the cached tokens: cache writes and cache reads are counted (and
-    priced) separately, so the four fields add up to everything that was billed.
+    priced) separately, so the first four fields add up to everything that was billed.
+    ``cache_creation_1h_input_tokens`` is the part of ``cache_creation_input_tokens`` written with
+    the 1-hour lifetime (the API's ``usage.cache_creation.ephemeral_1h_input_tokens``), which costs
+    more than a 5-minute write.
     """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    cache_creation_1h_input_tokens: int = 0
 
     def __post_init__(self) -> None:
         for field in fields(self):
             _check_token_count(field.name, getattr(self, field.name))
+        if self.cache_creation_1h_input_tokens > self.cache_creation_input_tokens:
+            raise ValueError(
+                f"cache_creation_1h_input_tokens ({self.cache_creation_1h_input_tokens}) is part of "
+                f"cache_creation_input_tokens ({self.cache_creation_input_tokens}) and cannot exceed it"
+            )
 
     def __add__(self, other: object) -> TokenUsage:
         if not isinstance(other, TokenUsage):
@@ -148,18 +157,22 @@ class TokenUsage:
         """Build from the API's usage object: a dict from JSON, or the SDK's ``Usage`` model.
 
         The API sends cache fields as null when caching was not involved and older results omit them,
-        so missing and None both count as zero. Unrelated fields (service_tier, server_tool_use, ...)
-        are ignored.
+        so missing and None both count as zero. The 1-hour share of the cache writes is read from
+        ``cache_creation.ephemeral_1h_input_tokens`` (or this class's own field name, as manifests
+        write it). Unrelated fields (service_tier, server_tool_use, ...) are ignored.
         """
         if usage is None:
             return cls()
 
-        def read(name: str) -> object:
-            if isinstance(usage, Mapping):
-                return usage.get(name)
-            return getattr(usage, name, None)
+        def read(source: object, name: str) -> object:
+            if isinstance(source, Mapping):
+                return source.get(name)
+            return getattr(source, name, None)
 
-        counts = {field.name: read(field.name) for field in fields(cls)}
+        counts = {field.name: read(usage, field.name) for field in fields(cls)}
+        if counts["cache_creation_1h_input_tokens"] is None:
+            breakdown = read(usage, "cache_creation")
+            counts["cache_creation_1h_input_tokens"] = read(breakdown, "ephemeral_1h_input_tokens") if breakdown else 0
         return cls(**{name: 0 if value is None else value for name, value in counts.items()})  # type: ignore[arg-type]
 
 
@@ -204,18 +217,30 @@ class ModelPrice:
     def cost(self, usage: TokenUsage, cache_write_ttl: CacheWriteTTL = "5m") -> Decimal:
         """USD for ``usage`` at these prices.
 
-        The usage object does not say which cache lifetime was written, so the caller says; 5 minutes
-        is the API's default lifetime.
+        Cache writes the usage attributes to the 1-hour lifetime are priced as such; the others at
+        ``cache_write_ttl``'s price (5 minutes, the API's default lifetime, unless the caller knows better).
         """
+        plain = usage.input_tokens * self.input + usage.output_tokens * self.output
+        return (plain + self._cache_cost(usage, cache_write_ttl)) / _TOKENS_PER_PRICE_UNIT
+
+    def cache_saving(self, usage: TokenUsage, cache_write_ttl: CacheWriteTTL = "5m") -> Decimal:
+        """USD the prompt cache saved on ``usage``: its cached tokens at the input price, less what they cost.
+
+        Negative when writes outweighed reads (a cache that was written more often than it was read).
+        """
+        cached = usage.cache_creation_input_tokens + usage.cache_read_input_tokens
+        return (cached * self.input - self._cache_cost(usage, cache_write_ttl)) / _TOKENS_PER_PRICE_UNIT
+
+    def _cache_cost(self, usage: TokenUsage, cache_write_ttl: CacheWriteTTL) -> Decimal:
+        """Cache writes and reads, in USD per million tokens (not yet divided)."""
         _check_cache_write_ttl(cache_write_ttl)
-        cache_write = self.cache_write_5m if cache_write_ttl == "5m" else self.cache_write_1h
-        token_cost = (
-            usage.input_tokens * self.input
-            + usage.output_tokens * self.output
-            + usage.cache_creation_input_tokens * cache_write
+        other_writes = usage.cache_creation_input_tokens - usage.cache_creation_1h_input_tokens
+        other_price = self.cache_write_5m if cache_write_ttl == "5m" else self.cache_write_1h
+        return (
+            usage.cache_creation_1h_input_tokens * self.cache_write_1h
+            + other_writes * other_price
             + usage.cache_read_input_tokens * self.cache_read
         )
-        return token_cost / _TOKENS_PER_PRICE_UNIT
 
 
 def _check_cache_write_ttl(cache_write_ttl: object) -> None:
@@ -295,6 +320,13 @@ class CostReport:
     prices_as_of: date
     unpriced_models: tuple[str, ...]
     """Models with no recorded price: their tokens are left out of the totals, not guessed."""
+    cache_saving_batch_usd: Decimal = Decimal(0)
+    """What the prompt cache saved at batch prices (see :meth:`ModelPrice.cache_saving`)."""
+    cache_saving_sync_usd: Decimal = Decimal(0)
+
+    def cache_saving_on(self, route: str) -> Decimal:
+        """What the prompt cache saved on ``route`` (``batch`` or ``sync``)."""
+        return self.cache_saving_batch_usd if route == "batch" else self.cache_saving_sync_usd
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form (for XCom, logs, metrics): dollars as floats rounded to 6 places."""
@@ -302,6 +334,8 @@ class CostReport:
             "batch_usd": round_usd(self.batch_usd),
             "sync_usd": round_usd(self.sync_usd),
             "saving_usd": round_usd(self.saving_usd),
+            "cache_saving_batch_usd": round_usd(self.cache_saving_batch_usd),
+            "cache_saving_sync_usd": round_usd(self.cache_saving_sync_usd),
             "prices_as_of": self.prices_as_of.isoformat(),
             "prices_source": PRICES_SOURCE,
             "unpriced_models": list(self.unpriced_models),
@@ -312,11 +346,13 @@ def cost_of(usage_by_model: Mapping[str, TokenUsage], *, cache_write_ttl: CacheW
     """Price token usage per model at batch and at sync rates.
 
     Unknown models are listed in ``unpriced_models`` instead of failing, because a cost report must
-    never break the run it reports on. Cache writes use the 5-minute rate unless ``cache_write_ttl``
-    says "1h". Not modelled: long-context premiums, server-tool fees, data-residency multipliers.
+    never break the run it reports on. Cache writes the usage attributes to the 1-hour lifetime use
+    the 1-hour rate; the others the 5-minute rate unless ``cache_write_ttl`` says "1h". The report
+    also says what the prompt cache saved on each route. Not modelled: long-context premiums,
+    server-tool fees, data-residency multipliers.
     """
     _check_cache_write_ttl(cache_write_ttl)
-    batch = sync = Decimal(0)
+    batch = sync = cache_batch = cache_sync = Decimal(0)
     unpriced: set[str] = set()
     for model, usage in usage_by_model.items():
         if not isinstance(usage, TokenUsage):
@@ -328,14 +364,19 @@ def cost_of(usage_by_model: Mapping[str, TokenUsage], *, cache_write_ttl: CacheW
         except UnknownModelError:
             unpriced.add(model)
             continue
+        batch_price = price.at_batch_rate()
         sync += price.cost(usage, cache_write_ttl)
-        batch += price.at_batch_rate().cost(usage, cache_write_ttl)
+        batch += batch_price.cost(usage, cache_write_ttl)
+        cache_sync += price.cache_saving(usage, cache_write_ttl)
+        cache_batch += batch_price.cache_saving(usage, cache_write_ttl)
     return CostReport(
         batch_usd=batch,
         sync_usd=sync,
         saving_usd=sync - batch,
         prices_as_of=PRICES_AS_OF,
         unpriced_models=tuple(sorted(unpriced)),
+        cache_saving_batch_usd=cache_batch,
+        cache_saving_sync_usd=cache_sync,
     )
 
 
@@ -356,4 +397,6 @@ def monthly_cost(
         saving_usd=one_run.saving_usd * runs,
         prices_as_of=one_run.prices_as_of,
         unpriced_models=one_run.unpriced_models,
+        cache_saving_batch_usd=one_run.cache_saving_batch_usd * runs,
+        cache_saving_sync_usd=one_run.cache_saving_sync_usd * runs,
     )

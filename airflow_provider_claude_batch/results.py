@@ -24,7 +24,14 @@ from typing import Any
 import msgspec
 
 ROUTES = ("batch", "sync")
-USAGE_KINDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+# The API's four counts, then the 1-hour share of the cache writes (usage.cache_creation's breakdown).
+USAGE_KINDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_1h_input_tokens",
+)
 RESULT_STATUSES = ("succeeded", "errored", "expired", "canceled")
 # A succeeded request whose structured output failed validation against the requested schema.
 INVALID_OUTPUT = "invalid_output"
@@ -35,11 +42,16 @@ TRANSIENT_ERROR_TYPES = frozenset(
 )
 
 
+class _CacheCreation(msgspec.Struct):
+    ephemeral_1h_input_tokens: int | None = 0
+
+
 class _Usage(msgspec.Struct):
     input_tokens: int | None = 0
     output_tokens: int | None = 0
     cache_creation_input_tokens: int | None = 0
     cache_read_input_tokens: int | None = 0
+    cache_creation: _CacheCreation | None = None
 
 
 class _Block(msgspec.Struct):
@@ -94,6 +106,8 @@ class RowUsage(msgspec.Struct):
     output_tokens: int = 0
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
+    # Of cache_creation_input_tokens, those written with the 1-hour lifetime (priced higher).
+    cache_creation_1h_input_tokens: int = 0
 
 
 class ResultRow(msgspec.Struct, omit_defaults=False):
@@ -183,6 +197,7 @@ def parse_result_line(line: bytes | str, batch_id: str, route: str = "batch") ->
             usage.output_tokens or 0,
             usage.cache_creation_input_tokens or 0,
             usage.cache_read_input_tokens or 0,
+            (usage.cache_creation.ephemeral_1h_input_tokens or 0) if usage.cache_creation is not None else 0,
         )
     elif result.type == "errored":
         error = result.error.error if result.error is not None else None
@@ -229,7 +244,7 @@ class ResultTally:
     error_types: dict[str, int] = field(default_factory=dict)
     rows_by_route: dict[str, int] = field(default_factory=dict)
     usage_by_route: dict[str, dict[str, list[int]]] = field(default_factory=dict)
-    """``route -> model -> [input, output, cache write, cache read]``: each route is billed at its own price."""
+    """``route -> model -> totals in USAGE_KINDS order``: each route is billed at its own price."""
 
     def add(self, row: ResultRow) -> None:
         self.counts[row.status] = self.counts.get(row.status, 0) + 1
@@ -237,8 +252,9 @@ class ResultTally:
         self.rows_by_route[route] = self.rows_by_route.get(route, 0) + 1
         if row.usage is not None:
             model = row.model or "unknown"
-            _add_usage(self.usage_by_model.setdefault(model, [0, 0, 0, 0]), row.usage)
-            _add_usage(self.usage_by_route.setdefault(route, {}).setdefault(model, [0, 0, 0, 0]), row.usage)
+            _add_usage(self.usage_by_model.setdefault(model, [0] * len(USAGE_KINDS)), row.usage)
+            by_route = self.usage_by_route.setdefault(route, {})
+            _add_usage(by_route.setdefault(model, [0] * len(USAGE_KINDS)), row.usage)
         if row.error is not None:
             self.error_types[row.error.type] = self.error_types.get(row.error.type, 0) + 1
 
@@ -252,7 +268,7 @@ class ResultTally:
 
     def usage_totals(self) -> dict[str, int]:
         """Tokens by kind, summed over models."""
-        totals = [0, 0, 0, 0]
+        totals = [0] * len(USAGE_KINDS)
         for per_model in self.usage_by_model.values():
             for kind, value in enumerate(per_model):
                 totals[kind] += value
@@ -264,6 +280,7 @@ def _add_usage(totals: list[int], usage: RowUsage) -> None:
     totals[1] += usage.output_tokens
     totals[2] += usage.cache_creation_input_tokens
     totals[3] += usage.cache_read_input_tokens
+    totals[4] += usage.cache_creation_1h_input_tokens
 
 
 def is_transient(row: ResultRow) -> bool:

@@ -20,6 +20,8 @@ from airflow_provider_claude_batch.polling import (
 CONTENDER_LABELS = {
     "ours": "ours (claude-batch)",
     "ours_operator": "ours, whole operator execute",
+    "ours_operator_cap": "ours, operator execute with max_cost_usd",
+    "ours_operator_cache": "ours, operator execute with cache_shared_prefix",
     "ours_frozen": "ours, startup heap frozen (gc.freeze())",
     "official": "official (providers-anthropic)",
     "common_ai": "common-ai (providers-common-ai)",
@@ -379,7 +381,7 @@ def _submit_table(submit: dict[str, Any]) -> list[str]:
         f"{submit['params']['reps']} repetitions"
     )
     table = []
-    for key in ("ours", "ours_operator", "official", "common_ai", "raw"):
+    for key in ("ours", "ours_operator", "ours_operator_cap", "ours_operator_cache", "official", "common_ai", "raw"):
         row = rows.get(key)
         if not row:
             continue

@@ -154,7 +154,7 @@ def _rows(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
 def run_submit(runner: Runner) -> dict[str, Any]:
     config = runner.config
     print(f"1. submit {config.requests:,} requests x {config.reps}", flush=True)
-    contenders = ("ours", "ours_operator", "official", "common_ai", "raw")
+    contenders = ("ours", "ours_operator", "ours_operator_cap", "ours_operator_cache", "official", "common_ai", "raw")
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     workdir = str(runner.workdir / "submit")
     for rep in range(config.reps):

@@ -10,6 +10,9 @@ submit, and each contender validates differently:
 * ours, operator: the whole ``ClaudeBatchOperator.execute`` with ``wait_for_completion=False``,
   which adds the retry-safe submission around that (routing check, fingerprint, a submission
   record saved before and after the create, the newest-batch marker, the custom-id digest);
+  two variants add a cost lever each: ``max_cost_usd`` (the quote: every request decoded and
+  grouped by shape, one ``count_tokens`` call per shape) and ``cache_shared_prefix`` (the planner's
+  pass over every request; the workload's requests share no prefix, so nothing is re-encoded);
 * official: ``AnthropicHook.create_batch`` (no validation of its own; the SDK transforms and
   serialises the list);
 * common-ai: the operator's ``_normalize_requests``, then the adapter's ``validate_requests``
@@ -39,6 +42,8 @@ def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
     runner = {
         "ours": _ours,
         "ours_operator": _ours_operator,
+        "ours_operator_cap": lambda *args: _ours_operator(*args, max_cost_usd=1_000.0),
+        "ours_operator_cache": lambda *args: _ours_operator(*args, cache_shared_prefix=True),
         "official": _official,
         "common_ai": _common_ai,
         "raw": _raw,
@@ -65,7 +70,7 @@ def _ours(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
     return {**result.as_dict(), "batch_id": batch_ids[0], "request_count": count}
 
 
-def _ours_operator(count: int, base_url: str, params: dict[str, Any]) -> dict[str, Any]:
+def _ours_operator(count: int, base_url: str, params: dict[str, Any], **levers: Any) -> dict[str, Any]:
     import os
     from types import SimpleNamespace
 
@@ -81,13 +86,14 @@ def _ours_operator(count: int, base_url: str, params: dict[str, Any]) -> dict[st
                 claude_conn_id=workloads.OURS_CONN_ID,
                 results_uri=f"file://{folder}",
                 wait_for_completion=False,
+                **levers,
             )
         ti = SimpleNamespace(
             dag_id="benchmark", run_id="run", task_id="submit", map_index=-1, xcom_push=lambda **_: None
         )
         return operator.execute({"ti": ti})  # type: ignore[arg-type]
 
-    workdir = f"{params['workdir']}/ours_operator-{os.getpid()}"
+    workdir = f"{params['workdir']}/ours_operator-{os.getpid()}-{'-'.join(levers) or 'plain'}"
     execute(workloads.full_requests(WARMUP_REQUESTS, WARMUP_PREFIX), f"{workdir}/warmup")
     requests = workloads.full_requests(count)
     with measured() as result:

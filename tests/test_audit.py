@@ -174,6 +174,7 @@ def test_json_figures_match_the_price_table(report):
             "output_tokens": 2_000,
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
+            "cache_creation_1h_input_tokens": 0,
         }
     }
     assert dashboard["monthly"]["sync_usd"] == pytest.approx(float(sync) * 8640)
@@ -282,3 +283,44 @@ def test_a_deadline_kept_by_a_rescue_is_batch_with_rescue_and_one_that_cannot_be
     table = run_audit(dags, tmp_path / "home").stdout
     [line] = [line for line in table.splitlines() if line.startswith("sla_summaries  kept")]
     assert "batch with rescue  batch with rescue  OK" in line
+
+
+def test_caching_savings_are_shown_from_the_manifests_usage(tmp_path, airflow_db):
+    import textwrap
+
+    from airflow_provider_claude_batch.audit import audit_folder, render_table
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "cached.py").write_text(
+        HEADER
+        + textwrap.dedent(
+            """
+            with DAG("cached_reviews", schedule="0 3 * * *", start_date=START, catchup=False):
+                ClaudeBatchOperator(
+                    task_id="review", requests=["x"], model="claude-sonnet-4-6", cache_shared_prefix=True
+                )
+            """
+        )
+    )
+    folder = tmp_path / "home" / "claude_batch_results" / "cached_reviews" / "scheduled__2026-01-01" / "review"
+    folder.mkdir(parents=True)
+    # One 1-hour write of a 10,000-token prefix, read by 99 more requests, in the manifest's own field names.
+    usage = {
+        "input_tokens": 5_000,
+        "output_tokens": 1_000,
+        "cache_creation_input_tokens": 10_000,
+        "cache_creation_1h_input_tokens": 10_000,
+        "cache_read_input_tokens": 990_000,
+    }
+    (folder / "manifest.json").write_text(json.dumps({"usage_by_model": {"claude-sonnet-4-6": usage}}))
+    report = audit_folder(dags, tmp_path / "home")
+    [task] = report.tasks
+    price = price_for("claude-sonnet-4-6")
+    cached = 1_000_000 * price.input - 10_000 * price.cache_write_1h - 990_000 * price.cache_read
+    saved_per_run = cached * BATCH_DISCOUNT / 1_000_000
+    assert task.per_run.cache_saving_batch_usd == saved_per_run
+    assert report.totals()["cache_saving_usd_per_month"] == pytest.approx(float(saved_per_run * 30))
+    table = render_table(report)
+    assert f"    caching: the prompt cache saves ${saved_per_run * 30:,.2f}/month" in table.splitlines()
+    assert f"  saved by the prompt cache:           ${saved_per_run * 30:,.2f}/month" in table.splitlines()

@@ -29,7 +29,15 @@ def test_quick_run_reports_every_scenario_and_contender(tmp_path: Path) -> None:
     assert len(list(tmp_path.glob("*.json"))) == 2  # latest.json and its dated copy
 
     scenarios = results["scenarios"]
-    assert set(scenarios["submit"]["rows"]) == {"ours", "ours_operator", "official", "common_ai", "raw"}
+    assert set(scenarios["submit"]["rows"]) == {
+        "ours",
+        "ours_operator",
+        "ours_operator_cap",
+        "ours_operator_cache",
+        "official",
+        "common_ai",
+        "raw",
+    }
     land_sizes = scenarios["land"]["params"]["sizes"]
     assert set(scenarios["land"]["rows"]) == {"ours", "official", "common_ai", "raw"} | {
         f"ours@{size}" for size in land_sizes

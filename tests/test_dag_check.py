@@ -193,3 +193,39 @@ def test_a_batch_with_rescue_is_shown_and_quoted_at_the_sync_price(tmp_path, cap
     batched, rescued_task = sorted(check_path(tmp_path).tasks, key=lambda task: task.dag_id)
     assert batched.route == "batch" and rescued_task.route == "batch with rescue"
     assert rescued_task.quote_usd == 2 * batched.quote_usd  # every request may be rescued, at the full price
+
+
+def test_the_check_says_when_shared_prefix_caching_pays_and_which_caps_refuse_every_run(tmp_path, capsys):
+    guide = "Check every public function for a docstring, type hints and a test. " * 70  # ~1,200 tokens
+    dag_file(
+        tmp_path,
+        "levers",
+        f"""
+        GUIDE = {guide!r}
+        with DAG("levers", schedule=None):
+            files = [f"Review file {{i}}.py" for i in range(20)]
+            common = dict(requests=files, model="claude-sonnet-4-6", system=GUIDE)
+            ClaudeBatchOperator(task_id="off", **common)
+            ClaudeBatchOperator(task_id="on", cache_shared_prefix=True, **common)
+            ClaudeBatchOperator(task_id="short", cache_shared_prefix=True, requests=["a", "b"], system="Be brief.")
+            ClaudeBatchOperator(task_id="capped", max_cost_usd=0.01, max_tokens=4096, **common)
+        """,
+    )
+    assert main(["check", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    tokens = -(-len(guide) // 4)
+    # 19 reads save (1.5 - 0.15) per million each; the one 1-hour write costs (3 - 1.5) more than input
+    best = tokens * (19 * 1.35 - 1.5) / 1_000_000
+    assert (
+        f"cache_shared_prefix=True would cache a prefix of about {tokens:,} tokens (through system) shared by 20 "
+        f"claude-sonnet-4-6 requests; it saves up to ${best:,.4f} a run at batch prices when every later request "
+        "reads the cache, and pays once more than 53% do (hits in a batch are best effort)." in out
+    )
+    assert "cache_shared_prefix: claude-sonnet-4-6: a 1-hour cache breakpoint after system" in out
+    assert "placed in 20 of 20 request(s)" in out
+    assert (
+        "cache_shared_prefix=True places nothing for claude-sonnet-4-6: the prefix they share (through system) is about"
+        in out
+    )
+    assert "levers.capped: max_cost_usd=0.01 refuses every run: max_tokens alone may cost $0.6144" in out
+    assert "1 problem(s):" in out

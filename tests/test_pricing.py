@@ -259,6 +259,9 @@ def test_report_as_dict_is_json_safe_and_rounded() -> None:
         "batch_usd": 0.000003,  # (1 + 5 + 0.7) / 1M / 2 = 0.00000335
         "sync_usd": 0.000007,  # 0.0000067
         "saving_usd": 0.000003,
+        # 7 reads at 0.10 instead of 1.00 per million: 0.0000063 saved on sync, half on batch
+        "cache_saving_batch_usd": 0.000003,
+        "cache_saving_sync_usd": 0.000006,
         "prices_as_of": PRICES_AS_OF.isoformat(),
         "prices_source": PRICES_SOURCE,
         "unpriced_models": [],
@@ -344,6 +347,7 @@ def test_as_dict_uses_the_api_field_names() -> None:
         "output_tokens": 2,
         "cache_creation_input_tokens": 3,
         "cache_read_input_tokens": 4,
+        "cache_creation_1h_input_tokens": 0,
     }
 
 
@@ -372,9 +376,50 @@ def test_from_api_accepts_none_and_sdk_like_objects() -> None:
 
 
 def test_from_api_round_trips_as_dict() -> None:
-    usage = TokenUsage(1, 2, 3, 4)
+    usage = TokenUsage(1, 2, 3, 4, 2)
 
     assert TokenUsage.from_api(usage.as_dict()) == usage
+
+
+def test_from_api_reads_the_one_hour_share_of_cache_writes_from_the_breakdown() -> None:
+    api = {
+        "input_tokens": 5,
+        "output_tokens": 7,
+        "cache_creation_input_tokens": 300,
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 200},
+    }
+    sdk = SimpleNamespace(**{**api, "cache_creation": SimpleNamespace(**api["cache_creation"])})
+
+    assert TokenUsage.from_api(api) == TokenUsage.from_api(sdk) == TokenUsage(5, 7, 300, 0, 200)
+    assert TokenUsage.from_api({**api, "cache_creation": None}).cache_creation_1h_input_tokens == 0
+
+
+def test_one_hour_writes_cannot_exceed_the_writes() -> None:
+    with pytest.raises(ValueError, match="part of cache_creation_input_tokens"):
+        TokenUsage(cache_creation_input_tokens=1, cache_creation_1h_input_tokens=2)
+
+
+def test_one_hour_writes_are_priced_as_such_and_the_rest_at_five_minutes() -> None:
+    # Sonnet 4.6: 3.75 per million for a 5-minute write, 6 for a 1-hour one.
+    usage = TokenUsage(cache_creation_input_tokens=3 * MILLION, cache_creation_1h_input_tokens=2 * MILLION)
+
+    report = cost_of({"claude-sonnet-4-6": usage})
+
+    assert report.sync_usd == Decimal("3.75") + 2 * Decimal(6)
+    assert report.batch_usd == report.sync_usd / 2
+
+
+def test_what_the_cache_saved_is_its_tokens_at_the_input_price_less_what_they_cost() -> None:
+    # Sonnet 4.6 at batch prices: input 1.50, 1-hour write 3.00, read 0.15 per million.
+    read_often = TokenUsage(
+        cache_creation_input_tokens=MILLION, cache_creation_1h_input_tokens=MILLION, cache_read_input_tokens=9 * MILLION
+    )
+    report = cost_of({"claude-sonnet-4-6": read_often})
+    assert report.cache_saving_batch_usd == 10 * Decimal("1.5") - Decimal(3) - 9 * Decimal("0.15")
+    assert report.cache_saving_on("sync") == 2 * report.cache_saving_on("batch")
+
+    written_only = TokenUsage(cache_creation_input_tokens=MILLION, cache_creation_1h_input_tokens=MILLION)
+    assert cost_of({"claude-sonnet-4-6": written_only}).cache_saving_batch_usd == Decimal("-1.5")  # it cost more
 
 
 @pytest.mark.parametrize(

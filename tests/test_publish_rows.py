@@ -22,7 +22,7 @@ def test_rows_are_tallied_and_published_atomically(tmp_path):
     assert [decode_row(line).custom_id for line in target.read_bytes().splitlines()] == ["a", "b"]
     assert sink.written == 2
     assert sink.tally.counts["succeeded"] == 1 and sink.tally.counts["errored"] == 1
-    assert sink.tally.usage_by_model == {"claude-haiku-4-5": [10, 2, 0, 0]}
+    assert sink.tally.usage_by_model == {"claude-haiku-4-5": [10, 2, 0, 0, 0]}
     assert [p.name for p in tmp_path.iterdir()] == ["results.jsonl"]
 
 

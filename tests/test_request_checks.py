@@ -296,3 +296,21 @@ def test_the_300k_beta_is_checked_sent_and_honoured(operator, claude_emulator):
     assert row["result"]["type"] == "succeeded"
     with pytest.raises(RequestValidationError, match="over claude-sonnet-4-6's output limit of 128,000"):
         operator(requests=["long"], model="claude-sonnet-4-6", max_tokens=200_000).prepare()
+
+
+def test_cache_breakpoints_are_checked_against_the_apis_limit_and_order():
+    ephemeral = {"type": "ephemeral"}
+    five = [{"type": "text", "text": f"part {i}", "cache_control": ephemeral} for i in range(5)]
+    text = problems([{"custom_id": "five", "messages": [user(five)]}])
+    assert "at most 4 cache_control breakpoints (the top-level cache_control counts as one); this one has 5" in text
+    four_and_automatic = {"custom_id": "auto", "messages": [user([*five[:4], {"type": "text", "text": "q"}])]}
+    assert "this one has 5" in problems([{**four_and_automatic, "cache_control": ephemeral}])
+    misordered = [
+        {"type": "text", "text": "short", "cache_control": ephemeral},
+        {"type": "text", "text": "long", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]
+    assert "with ttl '1h' comes after one with ttl '5m'" in problems(
+        [{"custom_id": "o", "prompt": "q", "system": misordered}]
+    )
+    fine = [{**misordered[1]}, {**misordered[0]}]  # 1 hour first, then 5 minutes: accepted
+    assert prepare_requests([{"prompt": "q", "system": fine}], DEFAULTS).count == 1

@@ -255,3 +255,34 @@ def test_an_empty_history_renders_empty_charts():
     page = render_routing_page("/claude-batch", cost_history([], today=TODAY), dag_id="gone", generated_at=at(TODAY))
     assert page.count("No batch-route task") >= 1 and '<option value="gone" selected>' in page
     assert isinstance(CostHistory, type)
+
+
+def test_what_the_prompt_cache_saved_is_carded_charted_in_totals_and_in_the_audit_rows():
+    cached = manifest("batch", at(TODAY, 3), batch=0.5, sync=1.0)
+    cached["cost"] |= {"cache_saving_batch_usd": 0.25, "cache_saving_sync_usd": 0.5}
+    synced = manifest("sync", at(TODAY, 4), batch=0.1, sync=0.2)
+    synced["cost"] |= {"cache_saving_batch_usd": 0.01, "cache_saving_sync_usd": 0.02}
+    assert route_cost(cached)["cache_saving_usd"] == 0.25 and route_cost(synced)["cache_saving_usd"] == 0.02
+    assert "cache_saving_usd" not in route_cost(manifest("batch", at(TODAY), batch=1, sync=2))  # an older manifest
+    tasks = [landed_task("nightly", "r", "t", -1, cached), landed_task("review", "r", "t", -1, synced)]
+    assert [task.cache_saving_usd for task in tasks] == [0.25, 0.02]  # each at its own route's prices
+    history = cost_history(tasks, today=TODAY)
+    assert history.as_dict()["batch_route"]["cache_saving_usd"] == 0.25
+    assert history.as_dict()["sync_route"]["cache_saving_usd"] == 0.02
+    page = render_routing_page("/claude-batch", history, dag_id=None, generated_at=at(TODAY, 11))
+    assert re.search(r'id="card-cache-saving"><b>\$0\.2700</b><span>saved by the prompt cache', page)
+
+    monthly = {"batch_usd": 270.0, "sync_usd": 540.0, "saving_usd": 270.0}
+    document = {
+        "dags_folder": "/dags",
+        "tasks": [
+            {"dag_id": "nightly", "task_id": "gen", "route": "batch", "rule_route": "batch", "verdict": "OK",
+             "monthly": {**monthly, "cache_saving_batch_usd": 30.0, "cache_saving_sync_usd": 60.0}},
+            {"dag_id": "plain", "task_id": "x", "route": "batch", "rule_route": "batch", "verdict": "OK",
+             "monthly": monthly},
+        ],
+        "totals": {"prices_as_of": "2026-01-01"},
+    }  # fmt: skip
+    fragment = render_audit_fragment(document, readable_dag_ids=None, audited_at=None)
+    assert fragment.count("prompt cache saves $30.00/month") == 1  # on the route it runs on, for the task that caches
+    assert 'the prompt cache saves <b id="cache-saving">$30.00</b>' in fragment

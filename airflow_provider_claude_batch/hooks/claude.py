@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import os
 import time
 import weakref
@@ -284,6 +286,25 @@ class ClaudeHook(BatchCreation, BaseHook):
     def create_message(self, params: dict[str, Any]) -> Message:
         """One synchronous Messages API call, with the SDK's retries."""
         return self.get_conn().messages.create(**params)
+
+    def count_input_tokens(self, params: dict[str, Any]) -> int:
+        """The input tokens of one request's params (``POST /v1/messages/count_tokens``, free of charge).
+
+        A Messages API call, not a Message Batches one: it has its own rate limit and does not draw
+        from the batch request budget. Only the params the endpoint takes are sent (not ``max_tokens``,
+        sampling settings, ...).
+        """
+        kwargs = {key: value for key, value in params.items() if key in _count_tokens_arguments()}
+        with self.explained_errors():
+            return self.get_conn().messages.count_tokens(**kwargs).input_tokens
+
+
+@functools.cache
+def _count_tokens_arguments() -> frozenset[str]:
+    from anthropic.resources.messages import Messages
+
+    options = {"extra_headers", "extra_query", "extra_body", "timeout", "self"}
+    return frozenset(inspect.signature(Messages.count_tokens).parameters) - options
 
 
 async def _aget_connection(conn_id: str) -> Any:

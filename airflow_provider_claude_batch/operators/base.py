@@ -37,6 +37,7 @@ from airflow_provider_claude_batch.requests import (
     prepare_requests,
 )
 from airflow_provider_claude_batch.results import USAGE_KINDS, ResultTally, failure_verdict
+from airflow_provider_claude_batch.shared_prefix import CachePlan, caching_summary, place_breakpoints
 from airflow_provider_claude_batch.structured import OutputValidator, merge_output_config, output_config_for
 from airflow_provider_claude_batch.validation import arguments
 from airflow_provider_claude_batch.validation.checker import RequestChecker
@@ -71,7 +72,8 @@ class ClaudeRequestsOperator(BaseOperator):
         (0 = any failure fails the task; the results land either way).
     :param usage_estimate: tokens one run of the task uses, for ``claude-batch audit`` to price the
         task before it has run, e.g. ``{"model": "claude-sonnet-4-6", "input_tokens": 2_000_000,
-        "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``;
+        "output_tokens": 400_000}`` (also ``cache_creation_input_tokens``, ``cache_read_input_tokens``,
+        ``cache_creation_1h_input_tokens``;
         ``model`` defaults to the task's ``model``). Manifests of past runs take precedence once they exist.
     :param output_schema: a pydantic model every request must answer with: requests ask for JSON of
         that schema (the API's structured outputs), each row carries the validated object under
@@ -87,6 +89,10 @@ class ClaudeRequestsOperator(BaseOperator):
 
     # Whether requests may set "stream": only the Messages API can stream (see ClaudeMessageOperator).
     allows_streaming: bool = False
+    # Whether prepare() marks the requests' shared prefix for the prompt cache (ClaudeBatchOperator's
+    # cache_shared_prefix); what it did, once prepared.
+    cache_shared_prefix: bool = False
+    cache_plan: CachePlan | None = None
 
     template_fields: Sequence[str] = (
         "requests",
@@ -186,10 +192,18 @@ class ClaudeRequestsOperator(BaseOperator):
         """
         prepared = self.prepare_offline(self.hook.default_model)
         self._check_models(prepared)
+        if self.cache_plan is not None:
+            self.log.info("cache_shared_prefix: %s", self.cache_plan.describe())
         return prepared
 
     def prepare_offline(self, default_model: str) -> PreparedRequests:
-        """Read, normalise and validate every request without any network call."""
+        """Read, normalise and validate every request without any network call (and mark their shared prefix)."""
+        prepared = self._read_requests(default_model)
+        if self.cache_shared_prefix:
+            self.cache_plan = place_breakpoints(prepared)
+        return prepared
+
+    def _read_requests(self, default_model: str) -> PreparedRequests:
         defaults = self.request_defaults(default_model)
         checker = RequestChecker(batch=not self.allows_streaming, betas=frozenset(self.betas))
         if isinstance(self.requests, str):
@@ -274,6 +288,7 @@ class ClaudeRequestsOperator(BaseOperator):
             )
             self.log.warning("The cost below leaves out model(s) without a price:%s", unpriced)
         results_path = folder / RESULTS_FILE
+        totals = tally.usage_totals()
         manifest = {
             **extra,
             "route": route,
@@ -281,13 +296,15 @@ class ClaudeRequestsOperator(BaseOperator):
             "manifest_uri": str(folder / MANIFEST_FILE),
             "request_count": tally.total,
             "counts": dict(tally.counts),
-            "usage": tally.usage_totals(),
+            "usage": totals,
             "usage_by_model": {model: usage.as_dict() for model, usage in usage_by_model.items()},
             "cost": {**_route_cost_fields(cost, route), **({"warning": unpriced.strip()} if unpriced else {})},
             "billing": charged.as_dict(),
             "error_types": dict(tally.error_types),
             "landed_at": datetime.now(timezone.utc).isoformat(),
         }
+        if self.cache_shared_prefix or totals["cache_creation_input_tokens"] or totals["cache_read_input_tokens"]:
+            manifest["caching"] = caching_summary(totals, cost.cache_saving_on(route), self.cache_shared_prefix)
         write_json(folder / MANIFEST_FILE, manifest)
         emit_landed_metrics(manifest)
         billed, other = (cost.batch_usd, cost.sync_usd) if route == "batch" else (cost.sync_usd, cost.batch_usd)
@@ -300,13 +317,18 @@ class ClaudeRequestsOperator(BaseOperator):
                 f"batching {verb} ${cost.saving_usd:.4f})"
             )
         self.log.info(
-            "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d / cache read %d. "
-            "%s; prices as of %s.%s",
+            "Landed %d result row(s) to %s: %s. Tokens in %d / out %d / cache write %d (1h %d) / cache read %d. "
+            "%s; the prompt cache saved $%.4f; prices as of %s.%s",
             tally.total,
             results_path,
             ", ".join(f"{status} {n}" for status, n in tally.counts.items() if n) or "no rows",
-            *tally.usage_totals().values(),
+            totals["input_tokens"],
+            totals["output_tokens"],
+            totals["cache_creation_input_tokens"],
+            totals["cache_creation_1h_input_tokens"],
+            totals["cache_read_input_tokens"],
             cost_text,
+            cost.cache_saving_on(route),
             cost.prices_as_of.isoformat(),
             unpriced,
         )

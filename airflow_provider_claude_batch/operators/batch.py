@@ -35,6 +35,7 @@ from airflow_provider_claude_batch.operators.batch_run import (
     part_limit,
     results_urls,
 )
+from airflow_provider_claude_batch.operators.cost_cap import ClaudeCostCapError, check_cost_cap, quote_fields
 from airflow_provider_claude_batch.policy import batch_route_refusal, refusal_message, rescue_plan, routing_enforced
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
@@ -54,7 +55,13 @@ if TYPE_CHECKING:
 
     from airflow_provider_claude_batch.requests import PreparedRequests
 
-__all__ = ["RESULT_STREAM_ERRORS", "ClaudeBatchError", "ClaudeBatchOperator", "ClaudeRoutingError"]
+__all__ = [
+    "RESULT_STREAM_ERRORS",
+    "ClaudeBatchError",
+    "ClaudeBatchOperator",
+    "ClaudeCostCapError",
+    "ClaudeRoutingError",
+]
 
 # The defer timeout exceeds the trigger's own deadline so the trigger's clean "timeout" event wins.
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=5)
@@ -116,6 +123,13 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
     :param workload: the full declaration of who waits and what the work needs
         (:class:`~airflow_provider_claude_batch.routing.Workload`). ``Workload(waiting="nobody")``
         also overrides reading a sub-daily schedule as a refresh deadline (and nothing else).
+    :param cache_shared_prefix: put a 1-hour prompt-cache breakpoint at the end of the longest
+        prefix (tools, system prompt, leading content) every request shares, when it is at least the
+        model's minimum cacheable length; the prefix is then paid in full once and at a tenth of the
+        input price after (best effort in a batch; see ``docs/routing.md``, "Cost levers").
+    :param max_cost_usd: refuse to submit, before any create, when the most the requests can cost
+        at batch prices (input counted with the token-counting endpoint, ``max_tokens`` of output,
+        cache writes at their price) exceeds this many dollars; the manifest keeps the quote.
 
     Before submitting anything the task checks its route with the same rule as the routing policy
     (see ``docs/routing.md``) and fails with :class:`ClaudeRoutingError` if the work belongs on the
@@ -144,9 +158,13 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
         rescue_lead: timedelta | float | None = None,
         rescue_max_concurrency: int = DEFAULT_RESCUE_CONCURRENCY,
         rescue_seconds_per_request: timedelta | float = DEFAULT_SECONDS_PER_REQUEST,
+        cache_shared_prefix: bool = False,
+        max_cost_usd: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cache_shared_prefix = arguments.flag("cache_shared_prefix", cache_shared_prefix)
+        self.max_cost_usd = None if max_cost_usd is None else arguments.money("max_cost_usd", max_cost_usd)
         self.retry_rounds = arguments.whole_number("retry_rounds", retry_rounds)
         self.min_round_window = arguments.duration("min_round_window", min_round_window, allow_zero=True)
         self.on_input_change = arguments.one_of("on_input_change", on_input_change, ("replace", "fail"))
@@ -233,7 +251,8 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             elif isinstance(step, SendRescue):
                 self._rescue(run).send(step)
             else:
-                return self.finish(run.folder, run.final_tally(), route="batch", extra=run.manifest_extra())
+                extra = {**run.manifest_extra(), **quote_fields(run.folder, run.record.fingerprint, self.max_cost_usd)}
+                return self.finish(run.folder, run.final_tally(), route="batch", extra=extra)
 
     def _run(
         self,
@@ -300,8 +319,20 @@ class ClaudeBatchOperator(ClaudeRequestsOperator):
             max_requests=part_limit(self.hook),
             timeout=timeout,
             rescue_lead=self.rescue_lead,
+            before_new_submission=self._quote_against_cap(folder),
         )
         return attachment.attach_or_begin(prepared, store, folder)
+
+    def _quote_against_cap(self, folder: ObjectStoragePath) -> Callable[[PreparedRequests], None] | None:
+        """With ``max_cost_usd``, the quote a new submission must pass before anything is created.
+
+        A task with a synchronous rescue is quoted at sync prices: the rescue may send every request.
+        """
+        cap = self.max_cost_usd
+        if cap is None:
+            return None
+        route = "sync" if self.rescue else "batch"
+        return lambda prepared: check_cost_cap(self.hook, prepared, cap, folder, self.log, route=route)
 
     def _push_ids(self, context: Context, batch_ids: list[str]) -> None:
         context["ti"].xcom_push(key="batch_id", value=batch_ids[0])

@@ -35,6 +35,8 @@ class Attachment:
     :param max_requests: requests per batch (an input over it is split into parts).
     :param timeout: how long a new submission may take in all.
     :param rescue_lead: with a synchronous rescue, how long before the deadline it begins.
+    :param before_new_submission: checks a new submission's input before anything is cancelled or
+        created (the cost cap); raises to refuse it.
     """
 
     log: Logger
@@ -44,6 +46,7 @@ class Attachment:
     max_requests: int
     timeout: timedelta
     rescue_lead: timedelta | None
+    before_new_submission: Callable[[PreparedRequests], None] | None = None
 
     def attach_or_begin(
         self, prepared: PreparedRequests, store: RecordStore, folder: ObjectStoragePath
@@ -70,6 +73,8 @@ class Attachment:
                 lifecycle.relanding()
             store.save(record)
             return lifecycle
+        if self.before_new_submission is not None:
+            self.before_new_submission(prepared)
         if record is not None:
             self._replace_stale(record, fingerprint)
         parts = prepared.split(max_requests=self.max_requests)

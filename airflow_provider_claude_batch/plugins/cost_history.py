@@ -7,7 +7,8 @@ results), :func:`cost_history` folds many into the series the "Routing & cost" p
 * spend per day and DAG on the batch route, and what the same work would have cost synchronously;
 * requests per day by outcome (both routes);
 * how long batch tasks took from submission to landed results, as a distribution: the number a
-  team needs to decide whether a job with a deadline could be batched.
+  team needs to decide whether a job with a deadline could be batched;
+* what the prompt cache saved, per route, at that route's prices.
 
 Days are UTC calendar days of ``landed_at``: the day the results (and the bill) arrived.
 """
@@ -65,10 +66,13 @@ def route_cost(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     picked: dict[str, Any] = {key: cost.get(key) for key in _COST_KEYS}
     difference = cost.get("batching_would_save_usd", cost.get("saving_usd"))
-    if manifest.get("route") == "sync":
+    route = "sync" if manifest.get("route") == "sync" else "batch"
+    if route == "sync":
         picked["batching_would_save_usd"] = difference
     else:
         picked["saving_usd"] = cost.get("saving_usd")
+    if f"cache_saving_{route}_usd" in cost:  # manifests older than prompt-cache accounting have none
+        picked["cache_saving_usd"] = cost[f"cache_saving_{route}_usd"]
     return picked
 
 
@@ -88,6 +92,8 @@ class LandedTask:
     counts: Mapping[str, int]
     batch_usd: float
     sync_usd: float
+    cache_saving_usd: float = 0.0
+    """What the prompt cache saved, at the prices of the route the task ran on (negative: it cost more)."""
 
     @property
     def billed_usd(self) -> float:
@@ -143,6 +149,7 @@ def landed_task(dag_id: str, run_id: str, task_id: str, map_index: int, manifest
         counts={str(k): int(_number(v)) for k, v in counts.items() if _number(v)},
         batch_usd=_number(cost.get("batch_usd")),
         sync_usd=_number(cost.get("sync_usd")),
+        cache_saving_usd=_number(cost.get(f"cache_saving_{manifest['route']}_usd")),
     )
 
 
@@ -184,6 +191,8 @@ class CostHistory:
     sync_batching_would_save_usd: float = 0.0
     tasks: dict[str, int] = field(default_factory=dict)
     """Landed task instances per route."""
+    cache_saving: dict[str, float] = field(default_factory=dict)
+    """Per route: what the prompt cache saved there."""
     without_submission_time: int = 0
     """Batch-route tasks whose manifest has no ``submitted_at`` (left out of the time-to-land chart)."""
 
@@ -217,10 +226,12 @@ class CostHistory:
                 "sync_equivalent_usd": [round(v, 6) for v in self.batch_sync_equivalent],
                 "spend_usd": round(self.batch_spend_usd, 6),
                 "saving_usd": round(self.batch_saving_usd, 6),
+                "cache_saving_usd": round(self.cache_saving.get("batch", 0.0), 6),
             },
             "sync_route": {
                 "spend_usd": round(self.sync_spend_usd, 6),
                 "batching_would_save_usd": round(self.sync_batching_would_save_usd, 6),
+                "cache_saving_usd": round(self.cache_saving.get("sync", 0.0), 6),
             },
             "requests_by_outcome": self.outcomes,
             "tasks": self.tasks,
@@ -254,6 +265,7 @@ def cost_history(tasks: Iterable[LandedTask], *, today: date, days: int = 30, da
             continue
         index = position[task.landed_at.astimezone(timezone.utc).date()]
         history.tasks[task.route] = history.tasks.get(task.route, 0) + 1
+        history.cache_saving[task.route] = history.cache_saving.get(task.route, 0.0) + task.cache_saving_usd
         for status, count in task.counts.items():
             name = status if status in OUTCOMES else "other"
             history.outcomes.setdefault(name, [0] * days)[index] += count

@@ -62,6 +62,7 @@ def _cards(history: CostHistory) -> str:
         ("batch-saving", _usd(history.batch_saving_usd), "saved by batching"),
         ("sync-spend", _usd(history.sync_spend_usd), "spent on the synchronous route"),
         ("would-save", _usd(history.sync_batching_would_save_usd), "batching would have saved there"),
+        ("cache-saving", _usd(sum(history.cache_saving.values())), "saved by the prompt cache, both routes"),
         ("tasks", f"{history.tasks.get('batch', 0)} / {history.tasks.get('sync', 0)}", "landed tasks, batch / sync"),
         (
             "time-to-land",
@@ -188,7 +189,11 @@ def _monthly(row: Mapping[str, Any], route: str) -> str:
     if not cost:
         return '<span class="muted">no estimate</span>'
     suffix = "/month" if row.get("monthly") else "/run"
-    return html.escape(_usd(cost.get(f"{route}_usd")) + suffix)
+    cell = html.escape(_usd(cost.get(f"{route}_usd")) + suffix)
+    cache_saving = cost.get(f"cache_saving_{route}_usd") if route == row.get("route") else None
+    if cache_saving:
+        cell += f'<div class="muted cache-saving">prompt cache saves {html.escape(_usd(cache_saving) + suffix)}</div>'
+    return cell
 
 
 def _text(value: Any) -> str:
@@ -251,11 +256,15 @@ def render_audit_fragment(
     def saving_if(verdict: str) -> Any:
         return lambda row: float(row["monthly"]["saving_usd"]) if row.get("verdict") == verdict else 0.0
 
+    def cache_saving(row: Mapping[str, Any]) -> float:
+        return float(row["monthly"].get(f"cache_saving_{row['route']}_usd") or 0.0)
+
     totals = (
         f"Per month, over the scheduled tasks with an estimate: {html.escape(_usd(_sum(rows, at('route'))))} as "
         f"routed now, {html.escape(_usd(_sum(rows, at('rule_route'))))} routed by the rule; "
         f'<b id="left-on-table">{html.escape(_usd(_sum(rows, saving_if("SAVING"))))}</b> left on the table by '
-        f"SAVING tasks; fixing the VIOLATIONs costs {html.escape(_usd(_sum(rows, saving_if('VIOLATION'))))}."
+        f"SAVING tasks; fixing the VIOLATIONs costs {html.escape(_usd(_sum(rows, saving_if('VIOLATION'))))}; "
+        f'the prompt cache saves <b id="cache-saving">{html.escape(_usd(_sum(rows, cache_saving)))}</b>.'
     )
     errors = document.get("import_errors") or {}
     broken = (

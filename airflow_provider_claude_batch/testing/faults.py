@@ -231,6 +231,11 @@ def decide_outcome(
     return SUCCEEDED
 
 
+def cache_found(custom_id: str, occurrence: int, hit_rate: float, seed: int | None) -> bool:
+    """Whether a batch request finds a cached prefix that is there (hits in a batch are best effort)."""
+    return hit_rate >= 1 or _unit(seed, "cache", custom_id, str(occurrence)) < hit_rate
+
+
 def completion_fraction(custom_id: str) -> float:
     """``u`` in (0, 1]: when, as a fraction of the processing time, a request completes."""
     return (hash_int("completion", custom_id) + 1) / 2**64

@@ -101,6 +101,21 @@ def fraction(name: str, value: Any) -> float:
     return number
 
 
+def flag(name: str, value: Any) -> bool:
+    """``True`` or ``False``, nothing that merely looks like one."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
+def money(name: str, value: Any) -> float:
+    """A positive amount of US dollars (``"12.5"`` accepted)."""
+    number = _number_from(name, value)
+    if number <= 0:
+        raise ValueError(f"{name} must be a positive number of US dollars, got {value!r}")
+    return number
+
+
 def one_of(name: str, value: Any, choices: Collection[T]) -> T:
     if value not in choices:
         hint = did_you_mean(value, [str(c) for c in choices]) if isinstance(value, str) else ""

@@ -70,6 +70,14 @@ def _shape(value: Any) -> Any:
     raise _NotPlainJSON
 
 
+def request_shape(params: Mapping[str, Any]) -> Any:
+    """The shape of ``params`` (free text replaced by markers, see above); ``None`` when not plain JSON."""
+    try:
+        return _shape(params)
+    except _NotPlainJSON:
+        return None
+
+
 def _text(value: str) -> str:
     if value and not value[-1].isspace():
         return _TEXT

@@ -67,11 +67,33 @@ MODEL_FACTS: Mapping[str, ModelFacts] = {
 # fmt: on
 _ALIASES = {"claude-opus-4-20250514": "claude-opus-4-0", "claude-sonnet-4-20250514": "claude-sonnet-4-0"}
 
+# The shortest prefix the prompt cache stores, in tokens: below it a breakpoint is silently ignored
+# (nothing written, nothing read, no surcharge). From late-2026 copies of the prompt-caching guide's
+# "Cache limitations" and the model pages (notes section 3b: 512 to 4,096 by model). Sonnet 4.6 is
+# given as 1,024 by most copies (one says 2,048). A model not listed gets DEFAULT_MIN_CACHEABLE_TOKENS:
+# erring low costs nothing, since a breakpoint under the real minimum is simply not used.
+# fmt: off
+MIN_CACHEABLE_TOKENS: Mapping[str, int] = {
+    "claude-opus-4-0": 1_024, "claude-opus-4-1": 1_024, "claude-sonnet-4-0": 1_024, "claude-sonnet-4-5": 1_024,
+    "claude-sonnet-4-6": 1_024, "claude-opus-4-8": 1_024, "claude-sonnet-5": 1_024,
+    "claude-opus-4-5": 4_096, "claude-opus-4-6": 4_096, "claude-opus-4-7": 4_096, "claude-haiku-4-5": 4_096,
+    "claude-opus-5": 512, "claude-fable-5-1": 512, "claude-mythos-5-1": 512,
+}
+# fmt: on
+DEFAULT_MIN_CACHEABLE_TOKENS = 1_024
+
 
 def facts_for(model: str) -> ModelFacts | None:
     """The documented facts of ``model`` (an id, an alias or a dated snapshot id), if any."""
     model = _ALIASES.get(model, model)
     return MODEL_FACTS.get(model) or MODEL_FACTS.get(_SNAPSHOT.sub("", model))
+
+
+def min_cacheable_tokens(model: str) -> int:
+    """The shortest prefix, in tokens, ``model``'s prompt cache stores (see :data:`MIN_CACHEABLE_TOKENS`)."""
+    model = _ALIASES.get(model, model)
+    found = MIN_CACHEABLE_TOKENS.get(model) or MIN_CACHEABLE_TOKENS.get(_SNAPSHOT.sub("", model))
+    return found or DEFAULT_MIN_CACHEABLE_TOKENS
 
 
 @cache

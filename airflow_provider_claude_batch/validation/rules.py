@@ -2,7 +2,8 @@
 
 Types say "a list of messages"; the API also wants the first to be a user turn, tool results right
 after the tool calls they answer, a thinking budget under ``max_tokens``, ``temperature`` between 0
-and 1, a ``max_tokens`` the model can produce, and no ``stream`` in a batch. Each rule returns
+and 1, a ``max_tokens`` the model can produce, at most four cache breakpoints (1-hour ones first),
+and no ``stream`` in a batch. Each rule returns
 :class:`~.schema.Issue` objects phrased as the fix. Every rule tolerates params the schema already
 rejected (wrong types are skipped here, reported there).
 
@@ -19,6 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from airflow_provider_claude_batch.prompt_units import cache_control_problems
 from airflow_provider_claude_batch.validation.models import (
     INTERLEAVED_THINKING_BETA,
     RuleContext,
@@ -44,6 +46,7 @@ def check_rules(params: Mapping[str, Any], context: RuleContext) -> tuple[list[I
     issues += _tools(params)
     issues += _sampling(params)
     issues += _output(params, context)
+    issues += [Issue("", problem) for problem in cache_control_problems(params)]
     if context.batch and params.get("stream") is True:
         issues.append(
             Issue(

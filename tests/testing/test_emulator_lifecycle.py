@@ -218,16 +218,3 @@ def test_archived_results_are_404(claude_emulator):
     assert archived.archived_at is not None and archived.processing_status == "ended"
     with pytest.raises(anthropic.NotFoundError, match="no longer available"):
         list(api.messages.batches.results(batch.id))
-
-
-def test_prompt_cache_write_then_read(claude_emulator):
-    system = [{"type": "text", "text": "You are a careful assistant. " * 40, "cache_control": {"type": "ephemeral"}}]
-    api = client(claude_emulator)
-    reqs = [{"custom_id": f"c-{i}", "params": params(f"question {i}", system=system)} for i in range(3)]
-    batch = api.messages.batches.create(requests=reqs)
-    wait_ended(api, batch.id)
-    usage = {cid: r.message.usage for cid, r in results_by_id(api, batch.id).items()}
-    cached = len(system[0]["text"]) // 4
-    assert usage["c-0"].cache_creation_input_tokens == cached and usage["c-0"].cache_read_input_tokens == 0
-    assert usage["c-1"].cache_read_input_tokens == cached and usage["c-1"].cache_creation_input_tokens == 0
-    assert usage["c-2"].cache_read_input_tokens == cached

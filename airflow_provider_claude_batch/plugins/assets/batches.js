@@ -110,16 +110,22 @@
   }
   function costRows(row) {
     if (!row.cost) { return [["Cost (batch)", '<span class="muted">once the results land</span>'], ["Saving", DASH]]; }
+    var rows;
     if (row.route === "sync") {
       // Nothing was saved on this route: what batching would have saved is a different number, named so.
-      return [["Cost (sync)", usd(row.cost.sync_usd) + ' <span class="muted">(batch would be ' +
+      rows = [["Cost (sync)", usd(row.cost.sync_usd) + ' <span class="muted">(batch would be ' +
                 usd(row.cost.batch_usd) + ")</span>"],
               ["Batching would have saved", '<span class="would-save">' + usd(row.cost.batching_would_save_usd) +
                 '</span> <span class="muted">if nobody waits on it: see Routing &amp; cost</span>']];
+    } else {
+      rows = [["Cost (batch)", usd(row.cost.batch_usd) + ' <span class="muted">(sync would be ' +
+                usd(row.cost.sync_usd) + ")</span>"],
+              ["Saving", '<span class="saving">' + usd(row.cost.saving_usd) + "</span>"]];
     }
-    return [["Cost (batch)", usd(row.cost.batch_usd) + ' <span class="muted">(sync would be ' +
-              usd(row.cost.sync_usd) + ")</span>"],
-            ["Saving", '<span class="saving">' + usd(row.cost.saving_usd) + "</span>"]];
+    if (row.cost.cache_saving_usd) {  // the cache's tokens at the input price, less what they cost
+      rows.push(["Prompt cache saved", '<span class="cache-saving">' + usd(row.cost.cache_saving_usd) + "</span>"]);
+    }
+    return rows;
   }
   function taskView(row) {
     var w = row.window || {};

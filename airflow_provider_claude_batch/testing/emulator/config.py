@@ -49,6 +49,13 @@ class EmulatorConfig(BaseModel):
     max_queued_requests: int | None = Field(
         None, ge=1, description="Most requests processing in unended batches; a create above it gets 429."
     )
+    cache_hit_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of batch requests that find a cached prefix that is there (best effort; per custom id, "
+        "deterministic given the seed); a miss writes the prefix again.",
+    )
     propagation_delay_seconds: float = Field(
         0.0, ge=0, description="Seconds after its create in which a batch answers 404 on retrieve and results."
     )

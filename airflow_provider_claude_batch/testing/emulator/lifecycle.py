@@ -10,7 +10,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..faults import SUCCEEDED, OutcomeDecision, completion_fraction, decide_outcome
+from ..faults import SUCCEEDED, OutcomeDecision, cache_found, completion_fraction, decide_outcome
 from ..responder.params import deep_params_error
 from ..responder.prompt import NO_CACHE, CacheUsage, PromptCache
 from .config import EmulatorConfig
@@ -82,14 +82,14 @@ def _finalize(batch: Batch, end: float, cache: PromptCache) -> None:
         if not all_done and batch.created + processing * completion_fraction(cid) > cutoff:
             outcomes.append((leftover, NO_CACHE))
         else:
-            outcomes.append(_process(cid, batch.occurrences[i], batch.params[i], batch, cache))
+            outcomes.append(_process(cid, batch.occurrences[i], batch.params[i], batch, cache, end))
     batch.outcomes = outcomes
     batch.counts = dict(Counter(decision.kind for decision, _ in outcomes))
     batch.ended = end
 
 
 def _process(
-    custom_id: str, occurrence: int, params: dict[str, Any], batch: Batch, cache: PromptCache
+    custom_id: str, occurrence: int, params: dict[str, Any], batch: Batch, cache: PromptCache, end: float
 ) -> tuple[OutcomeDecision, CacheUsage]:
     """Outcome of one request the 'model' got to: invalid params, a model it cannot serve, configured rules, success."""
     config = batch.config
@@ -111,7 +111,8 @@ def _process(
         )
     if decision.kind != "succeeded":
         return decision, NO_CACHE
-    return decision, cache.account(params)
+    found = cache_found(custom_id, occurrence, config.cache_hit_rate, config.seed)
+    return decision, cache.account(params, now=end, time_scale=config.time_scale, found=found)
 
 
 def request_counts(batch: Batch) -> dict[str, int]:

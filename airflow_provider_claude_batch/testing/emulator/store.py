@@ -100,6 +100,7 @@ class EmulatorState:
                 "calls": dict(self.calls),
                 "rate_limited": self.rate_limited,
                 "queue_refused": self.queue_refused,
+                "prompt_cache": self.cache.stats(),
                 "batches": batches,
                 "now": iso(now),
                 "config": self.config.model_dump(mode="json"),
@@ -303,7 +304,7 @@ class EmulatorState:
         if refused is not None:
             raise refused
         with self.lock:
-            cache = self.cache.account(payload)
+            cache = self.cache.account(payload, now=self.now(), time_scale=self.config.time_scale)
         digest = request_digest(payload)
         message_id = stable_id("msg_", digest)
         return generate_message(payload, message_id=message_id, service_tier="standard", cache=cache, digest=digest)

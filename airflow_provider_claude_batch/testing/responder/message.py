@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from anthropic.types import Usage
+
 from .hashing import request_digest, stable_id
 from .params import output_format
 from .prompt import NO_CACHE, WORD_RE, CacheUsage, estimate_tokens, input_token_count, last_user_text
@@ -13,6 +15,9 @@ from .pytest_answer import pytest_answer
 from .schema_faker import schema_value
 
 __all__ = ["generate_message", "message_stream_events"]
+
+# The usage fields the installed SDK's Usage type has (cache_creation's breakdown came with later releases).
+_USAGE_FIELDS = frozenset(Usage.model_fields)
 
 
 def _plain_answer(prompt: str, params: dict[str, Any]) -> str:
@@ -67,20 +72,19 @@ def _forced_tool(params: dict[str, Any]) -> dict[str, Any] | None:
 def _usage(params: dict[str, Any], output_chars: int, cache: CacheUsage, tier: str) -> dict[str, Any]:
     """The ``usage`` object; cache tokens are carved out of the total input."""
     total = input_token_count(params)
-    cached = min(total, cache.write_tokens + cache.read_tokens)
-    write = min(cache.write_tokens, cached)
-    return {
-        "input_tokens": max(0, total - cached),
+    read = min(cache.read_tokens, total)
+    write_1h = min(cache.write_1h_tokens, total - read)
+    write_5m = min(cache.write_5m_tokens, total - read - write_1h)
+    usage: dict[str, Any] = {
+        "input_tokens": total - read - write_1h - write_5m,
         "output_tokens": min(estimate_tokens(output_chars), params["max_tokens"]),
-        "cache_creation_input_tokens": write,
-        "cache_read_input_tokens": cached - write,
-        "cache_creation": {
-            "ephemeral_5m_input_tokens": write if cache.ttl == "5m" else 0,
-            "ephemeral_1h_input_tokens": write if cache.ttl == "1h" else 0,
-        },
+        "cache_creation_input_tokens": write_1h + write_5m,
+        "cache_read_input_tokens": read,
+        "cache_creation": {"ephemeral_5m_input_tokens": write_5m, "ephemeral_1h_input_tokens": write_1h},
         "server_tool_use": None,
         "service_tier": tier,
     }
+    return {key: value for key, value in usage.items() if key in _USAGE_FIELDS}
 
 
 def generate_message(

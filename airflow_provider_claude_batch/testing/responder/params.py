@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...prompt_units import MAX_CACHE_BREAKPOINTS, breakpoints
+
 __all__ = ["ParamsError", "deep_params_error", "output_format", "shallow_params_error"]
 
 
@@ -118,4 +120,18 @@ def deep_params_error(params: dict[str, Any]) -> str | None:
     billing = params.get("billing_policy")
     if isinstance(billing, dict) and billing.get("bill_to") == "user_profile":
         return "billing_policy.bill_to: 'user_profile' is not supported in Message Batches"
-    return _tool_choice_error(params) or _output_config_error(params)
+    return _tool_choice_error(params) or _output_config_error(params) or _cache_control_error(params)
+
+
+def _cache_control_error(params: dict[str, Any]) -> str | None:
+    """The API's answers to more than four breakpoints and to a 1-hour breakpoint after a 5-minute one."""
+    marks = breakpoints(params)
+    if len(marks) > MAX_CACHE_BREAKPOINTS:
+        return f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {len(marks)}."
+    ttls = [ttl for _, ttl in marks]
+    if "5m" in ttls and "1h" in ttls[ttls.index("5m") :]:
+        return (
+            "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block. Note that "
+            "blocks are processed in the following order: `tools`, `system`, `messages`."
+        )
+    return None

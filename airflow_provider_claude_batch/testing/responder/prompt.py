@@ -1,14 +1,19 @@
-"""Prompt text and its accounting: the words a reply depends on, input tokens, prompt-cache writes and reads."""
+"""Prompt text and its accounting: the words a reply depends on, input tokens, prompt-cache writes and reads.
+
+Prompts are read through :mod:`airflow_provider_claude_batch.prompt_units` (tools, system, messages:
+the cache's order), so the emulator and the provider agree on what a prefix is. Tokens are four
+characters each (an image or binary document counts 1,600): the emulator's tokenizer.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+from ...prompt_units import block_text, breakpoints, estimate_tokens, prompt_units
+from ...validation.models import min_cacheable_tokens
 
 __all__ = [
     "NO_CACHE",
@@ -22,37 +27,14 @@ __all__ = [
 ]
 
 WORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9'_-]*")
-
-
-def estimate_tokens(chars: int) -> int:
-    """The usual chars/4 rule of thumb, never below 1 (the API never reports 0 tokens)."""
-    return max(1, math.ceil(chars / 4))
-
-
-def _block_text(block: Any) -> str:
-    """The text a content block contributes to the prompt (for token counts and echoes)."""
-    if isinstance(block, str):
-        return block
-    if not isinstance(block, dict):
-        return ""
-    kind = block.get("type")
-    if kind == "text":
-        return str(block.get("text", ""))
-    if kind == "tool_result":
-        return _content_text(block.get("content", ""))
-    if kind == "tool_use":
-        return json.dumps(block.get("input", {}))
-    if kind in ("image", "document"):
-        source = block.get("source") or {}
-        return str(source.get("data", ""))[:4000] if source.get("type") == "text" else "x" * 4000
-    return json.dumps(block)
+_TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
 
 
 def _content_text(content: Any) -> str:
     """Text of a ``content`` field, which is either a string or a list of blocks."""
     if isinstance(content, list):
-        return "\n".join(_block_text(b) for b in content)
-    return _block_text(content)
+        return "\n".join(block_text(b) for b in content)
+    return block_text(content)
 
 
 def system_text(params: dict[str, Any]) -> str:
@@ -69,83 +51,97 @@ def last_user_text(params: dict[str, Any]) -> str:
     return ""
 
 
-def _prompt_units(params: dict[str, Any]) -> Iterator[tuple[str, bool, str]]:
-    """(text, has_cache_control, ttl) per prompt unit, in cache-prefix order: tools, system, messages."""
-    for tool in params.get("tools") or []:
-        if isinstance(tool, dict):
-            cc = tool.get("cache_control")
-            yield json.dumps(tool, sort_keys=True, default=str), isinstance(cc, dict), _ttl(cc)
-    system = params.get("system")
-    blocks: list[Any] = system if isinstance(system, list) else ([system] if system else [])
-    for block in blocks:
-        cc = block.get("cache_control") if isinstance(block, dict) else None
-        yield _block_text(block), isinstance(cc, dict), _ttl(cc)
-    for message in params["messages"]:
-        content = message.get("content", "") if isinstance(message, dict) else ""
-        parts: list[Any] = content if isinstance(content, list) else [content]
-        for block in parts:
-            cc = block.get("cache_control") if isinstance(block, dict) else None
-            yield _block_text(block), isinstance(cc, dict), _ttl(cc)
-
-
-def _ttl(cache_control: Any) -> str:
-    """Normalised cache TTL (``5m`` unless the block asks for ``1h``)."""
-    if isinstance(cache_control, dict) and cache_control.get("ttl") == "1h":
-        return "1h"
-    return "5m"
-
-
 @dataclass(frozen=True)
 class CacheUsage:
-    """Cache tokens of one request: written now, or read from an earlier identical prefix."""
+    """Cache tokens of one request: written now (per lifetime), or read from an earlier identical prefix."""
 
-    write_tokens: int = 0
+    write_5m_tokens: int = 0
+    write_1h_tokens: int = 0
     read_tokens: int = 0
-    ttl: str = "5m"
+
+    @property
+    def write_tokens(self) -> int:
+        return self.write_5m_tokens + self.write_1h_tokens
 
 
 NO_CACHE = CacheUsage()
 
 
 class PromptCache:
-    """The set of cached prompt prefixes the emulator has seen, for cache write/read accounting.
+    """The cached prompt prefixes the emulator holds, for cache write/read accounting.
 
-    A request's cache breakpoints are the blocks carrying ``cache_control``; the first time a
-    prefix (everything up to and including such a block) is seen it is a cache write, afterwards
-    a read, which is how the real prompt cache bills repeated system prompts in a batch.
+    A request's breakpoints are its blocks carrying ``cache_control`` (and the last block, under a
+    top-level ``cache_control``). A prefix through a breakpoint is cached per model; one shorter than
+    the model's minimum cacheable length is not cached at all, as the API silently skips it. The
+    longest cached prefix still alive is read (and its lifetime renewed); the rest, up to the last
+    breakpoint, is written, each stretch with the lifetime of the breakpoint that ends it. Lifetimes
+    (5 minutes, or 1 hour) are divided by the emulator's ``time_scale``. Not modelled: the API's
+    20-block lookback for hits between breakpoints.
     """
 
     def __init__(self) -> None:
-        self._seen: set[bytes] = set()
+        self._expiry: dict[bytes, float] = {}
+        self.requests_writing = 0
+        self.requests_reading = 0
 
     def clear(self) -> None:
         """Forget all prefixes (emulator reset)."""
-        self._seen.clear()
+        self._expiry.clear()
+        self.requests_writing = self.requests_reading = 0
 
-    def account(self, params: dict[str, Any]) -> CacheUsage:
-        """Record the request's prefixes and return its cache usage."""
-        if _simple_prompt_chars(params) is not None:
-            return NO_CACHE  # plain strings cannot carry cache_control
-        hasher = hashlib.blake2b(digest_size=16)
-        chars = 0
-        breakpoints: list[tuple[bytes, int, str]] = []
-        for text, cached, ttl in _prompt_units(params):
-            hasher.update(text.encode())
-            hasher.update(b"\x1e")
-            chars += len(text)
-            if cached:
-                breakpoints.append((hasher.copy().digest(), estimate_tokens(chars), ttl))
-        if not breakpoints:
+    def stats(self) -> dict[str, int]:
+        """For the emulator's state: live entries, and how many requests wrote and read the cache."""
+        return {
+            "entries": len(self._expiry),
+            "requests_writing": self.requests_writing,
+            "requests_reading": self.requests_reading,
+        }
+
+    def account(self, params: dict[str, Any], *, now: float, time_scale: float = 1.0, found: bool = True) -> CacheUsage:
+        """Record the request's prefixes at ``now`` and return its cache usage.
+
+        :param found: whether a cached prefix may be found: False models a best-effort miss in a
+            batch (the prefix is written again, as if it were not there).
+        """
+        if _simple_prompt_chars(params) is not None and not params.get("cache_control"):
+            return NO_CACHE  # plain strings carry no cache_control
+        units = list(prompt_units(params))
+        marks = dict(breakpoints(params, units))
+        if not marks:
             return NO_CACHE
-        read = max((tokens for key, tokens, _ in breakpoints if key in self._seen), default=0)
-        _, last_tokens, ttl = breakpoints[-1]
-        self._seen.update(key for key, _, _ in breakpoints)
-        return CacheUsage(write_tokens=max(0, last_tokens - read), read_tokens=read, ttl=ttl)
+        minimum = min_cacheable_tokens(str(params.get("model")))
+        hasher = hashlib.blake2b(str(params.get("model")).encode(), digest_size=16)
+        chars = 0
+        prefixes: list[tuple[bytes, int, str]] = []  # (key, tokens through it, ttl) of each cacheable breakpoint
+        for index, unit in enumerate(units[: max(marks) + 1]):
+            hasher.update(unit.key())
+            chars += unit.chars
+            if index in marks and estimate_tokens(chars) >= minimum:
+                prefixes.append((hasher.copy().digest(), estimate_tokens(chars), marks[index]))
+        if not prefixes:
+            return NO_CACHE
+        read = 0
+        if found:
+            alive = [(tokens, key, ttl) for key, tokens, ttl in prefixes if self._expiry.get(key, -1.0) > now]
+            if alive:
+                read, key, ttl = max(alive)
+                self._expiry[key] = now + _TTL_SECONDS[ttl] / time_scale
+        written = {"5m": 0, "1h": 0}
+        covered = read
+        for key, tokens, ttl in prefixes:
+            if tokens > covered:
+                written[ttl] += tokens - covered
+                covered = tokens
+                self._expiry[key] = now + _TTL_SECONDS[ttl] / time_scale
+        self.requests_reading += bool(read)
+        self.requests_writing += bool(written["5m"] or written["1h"])
+        return CacheUsage(write_5m_tokens=written["5m"], write_1h_tokens=written["1h"], read_tokens=read)
 
 
 def input_token_count(params: dict[str, Any]) -> int:
     """Total prompt tokens: chars/4 of tools, system and every message block."""
-    return estimate_tokens(_simple_prompt_chars(params) or sum(len(text) for text, _, _ in _prompt_units(params)))
+    simple = _simple_prompt_chars(params)
+    return estimate_tokens(simple if simple is not None else sum(unit.chars for unit in prompt_units(params)))
 
 
 def _simple_prompt_chars(params: dict[str, Any]) -> int | None:
