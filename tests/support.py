@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from pathlib import Path
 
 from airflow_provider_claude_batch.testing.faults import completion_fraction
 
@@ -31,3 +33,9 @@ def ids_completing(below: float | None = None, above: float | None = None, count
             if len(found) == count:
                 return found
     raise AssertionError("no such ids")
+
+
+def custom_id_counts(results_file: Path) -> Counter[str]:
+    """How many rows of a results file carry each custom id (every one should be 1)."""
+    with results_file.open() as results:
+        return Counter(json.loads(line)["custom_id"] for line in results)

@@ -16,7 +16,7 @@ from pathlib import Path
 import anthropic
 import pytest
 from airflow_support import run_dag
-from support import TEST_API_KEY, claude_connection_uri
+from support import TEST_API_KEY, claude_connection_uri, custom_id_counts
 
 from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
 from airflow_provider_claude_batch.triggers.batch import ClaudeBatchTrigger
@@ -119,10 +119,7 @@ def test_a_three_part_submission_meeting_a_full_queue_completes_with_exactly_thr
     assert state["batch_count"] == 3
     assert state["queue_refused"] >= 1
     assert sorted(batch["request_count"] for batch in state["batches"]) == [50_000, 100_000, 100_000]
-    ids = Counter()
-    with (tmp_path / "out" / "results.jsonl").open() as results:
-        for line in results:
-            ids[json.loads(line)["custom_id"]] += 1
+    ids = custom_id_counts(tmp_path / "out" / "results.jsonl")
     assert len(ids) == 250_000 and set(ids.values()) == {1}
     assert "processing queue is full" in "".join(capfd.readouterr())
 

@@ -12,7 +12,7 @@ from typing import Literal
 import pydantic
 import pytest
 from airflow_support import run_dag
-from support import claude_connection_uri
+from support import claude_connection_uri, custom_id_counts
 
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
 from airflow_provider_claude_batch.landing import ResultsUnavailableError, land_results
@@ -126,10 +126,7 @@ def test_250000_requests_become_three_batches_and_one_results_file(claude_emulat
     state = claude_emulator.state()
     assert state["batch_count"] == 3
     assert sorted(batch["request_count"] for batch in state["batches"]) == [50_000, 100_000, 100_000]
-    ids = Counter()
-    with (tmp_path / "out" / "results.jsonl").open() as results:
-        for line in results:
-            ids[json.loads(line)["custom_id"]] += 1
+    ids = custom_id_counts(tmp_path / "out" / "results.jsonl")
     assert len(ids) == 250_000 and set(ids.values()) == {1}
     manifest = outcome.xcom("batch")
     assert manifest["request_count"] == 250_000 and len(manifest["batch_ids"]) == 3

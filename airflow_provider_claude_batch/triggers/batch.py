@@ -13,7 +13,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_claude_batch.hooks.api_errors import api_error_summary
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
-from airflow_provider_claude_batch.hooks.poller import Watch, shared_poller
+from airflow_provider_claude_batch.hooks.poller import Watch
 from airflow_provider_claude_batch.polling import (
     DEFAULT_MAX_POLL_SECONDS,
     DEFAULT_MIN_POLL_SECONDS,
@@ -21,12 +21,13 @@ from airflow_provider_claude_batch.polling import (
     format_seconds,
     seconds_until,
 )
+from airflow_provider_claude_batch.triggers.watching import BatchWatchingTrigger
 from airflow_provider_claude_batch.validation import arguments
 
 DEFAULT_PROGRESS_LOG_SECONDS = 600.0
 
 
-class ClaudeBatchTrigger(BaseTrigger):
+class ClaudeBatchTrigger(BatchWatchingTrigger):
     """Wait for one or more Message Batches until all have ended, then fire exactly one event.
 
     The trigger never submits anything and keeps only plain values (it may be re-instantiated on
@@ -88,13 +89,7 @@ class ClaudeBatchTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        poller = await shared_poller(ClaudeHook(self.claude_conn_id))
-        async with poller.watch(
-            self.batch_ids,
-            min_interval=self.min_poll_interval,
-            max_interval=self.max_poll_interval,
-            created_hint=self.submitted_at,
-        ) as watch:
+        async with self.watching() as watch:
             event = await self._wait(watch)
         yield event
 

@@ -7,14 +7,14 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from airflow_provider_claude_batch.hooks.claude import ClaudeHook
-from airflow_provider_claude_batch.hooks.poller import shared_poller
 from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
+from airflow_provider_claude_batch.triggers.watching import BatchWatchingTrigger
 
 
-class ClaudeQueueCapacityTrigger(BaseTrigger):
+class ClaudeQueueCapacityTrigger(BatchWatchingTrigger):
     """Fire one ``capacity`` event at ``wake_at``, or sooner when one of ``batch_ids`` ends.
 
     A create refused because the workspace's processing queue is full gets through once requests
@@ -65,13 +65,7 @@ class ClaudeQueueCapacityTrigger(BaseTrigger):
             await asyncio.sleep(max(self.wake_at - time.time(), 0.0))
             yield self._event("The wait for room in the processing queue is over.")
             return
-        poller = await shared_poller(ClaudeHook(self.claude_conn_id))
-        async with poller.watch(
-            self.batch_ids,
-            min_interval=self.min_poll_interval,
-            max_interval=self.max_poll_interval,
-            created_hint=self.submitted_at,
-        ) as watch:
+        async with self.watching() as watch:
             already_ended: set[str] | None = None
             while True:
                 ended = {bid for bid, snapshot in watch.snapshots().items() if snapshot.ended}
