@@ -466,19 +466,28 @@ class AirflowHarness:
     def ti_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
         return self.task_instance(dag_id, run_id, task_id).get("state")
 
-    def task_instances(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
-        """Task instances of one run, or of every run with ``run_id="~"``."""
+    def task_instances(self, dag_id: str, run_id: str = "~", **filters: Any) -> list[dict[str, Any]]:
+        """Task instances of one run, or of every run with ``run_id="~"``, every page of them.
+
+        :param filters: query parameters of the list endpoint, e.g. ``state="deferred"``.
+        """
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"
-        return list(self.api("GET", path, params={"limit": 100})["task_instances"])
+        found: list[dict[str, Any]] = []
+        while True:
+            page = self.api("GET", path, params={**filters, "limit": 100, "offset": len(found)})
+            found.extend(page["task_instances"])
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     def set_ti_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
         """``PATCH`` a task instance's state, as a user marking it in the UI does."""
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
         return self.api("PATCH", path, json={"new_state": state})
 
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
+    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
         path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self.api("GET", path, params={"deserialize": True, "stringify": False})["value"]
+        params = {"deserialize": True, "stringify": False, "map_index": map_index}
+        return self.api("GET", path, params=params)["value"]
 
     def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
         """The task's log through the REST API (worker and trigger parts merged), as text."""

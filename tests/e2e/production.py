@@ -261,24 +261,29 @@ class ProductionHarness(AirflowHarness):
         return process
 
     def _triggerer_jobs(self) -> list[int]:
-        """Ids of the running TriggererJobs, straight from the metadata database."""
+        """Ids of the running TriggererJobs."""
+        rows = self.query("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' ORDER BY id")
+        return [int(row[0]) for row in rows]
+
+    def query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on the metadata database (PostgreSQL), for what the REST API omits."""
         import psycopg2
 
-        assert self.postgres is not None
-        with (
-            psycopg2.connect(
-                host="127.0.0.1",
-                port=self.postgres.port,
-                user=self.postgres.user,
-                password=self.postgres.password,
-                dbname=self.postgres.database,
-            ) as connection,
-            connection.cursor() as cursor,
-        ):
-            cursor.execute("SELECT id FROM job WHERE job_type = 'TriggererJob' AND state = 'running' ORDER BY id")
-            jobs = [int(row[0]) for row in cursor.fetchall()]
-        connection.close()
-        return jobs
+        if self.postgres is None:
+            raise HarnessError("PostgreSQL is not started")
+        connection = psycopg2.connect(
+            host="127.0.0.1",
+            port=self.postgres.port,
+            user=self.postgres.user,
+            password=self.postgres.password,
+            dbname=self.postgres.database,
+        )
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, parameters)
+                return list(cursor.fetchall())
+        finally:
+            connection.close()
 
     # -- after start-up ------------------------------------------------------------------------
 
