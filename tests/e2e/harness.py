@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +29,7 @@ from urllib.parse import quote
 
 import httpx
 from cryptography.fernet import Fernet
-from processes import HarnessError, console_script, free_port, kill_tree, tail, terminate
+from processes import HarnessError, console_script, free_port, kill_tree, signal_tree, tail, terminate
 
 from airflow_provider_claude_batch.testing.deployment import COMPOSE_SERVICE_COMMANDS
 from airflow_provider_claude_batch.testing.emulator import EmulatorClient
@@ -357,6 +358,14 @@ class AirflowHarness:
         process = self.processes.pop(name)
         kill_tree(process)
         self._retired.append(process)
+
+    def freeze_component(self, name: str, frozen: bool = True) -> None:
+        """SIGSTOP (``frozen``) or SIGCONT a component's process tree: a long stall, then it carries on.
+
+        :param name: the component.
+        :param frozen: stop it (True) or let it continue (False).
+        """
+        signal_tree(self.processes[name], signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop everything this harness started, by PID; safe to call more than once.

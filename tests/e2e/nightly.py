@@ -7,7 +7,10 @@ records what happened for the tests to assert on and for ``docs/deployment.md``'
    batches do not end on their own (time is moved on later, ``advance``), so the whole fleet is
    seen deferred at once while the workers have a few slots;
 2. mid-wait, the triggerer holding the most triggers is SIGKILLed (how long until the other one
-   holds them all is measured) and restarted, then the scheduler is SIGKILLed and restarted;
+   holds them all is measured) and restarted; then the one holding them all is frozen (SIGSTOP)
+   past the health threshold, so the other takes them over, and let go on (SIGCONT): Airflow then
+   stops them in the thawed one as if a user had killed the tasks, and no batch may be cancelled;
+   then the scheduler is SIGKILLed and restarted;
 3. the results download of one chosen task is made slow, time is moved past every batch's end,
    and the Celery worker landing that task is SIGKILLed while its temporary results file exists,
    then restarted; the task's retry must land;
@@ -36,8 +39,9 @@ SLOW_RESULTS_SECONDS = 120
 
 @dataclass
 class Kill:
-    """One component killed (SIGKILL) during the night, and what followed."""
+    """One component killed (SIGKILL) or frozen (SIGSTOP) during the night, and what followed."""
 
+    kind: str  # "triggerer killed", "triggerer frozen", "scheduler restarted", "worker killed mid-landing"
     component: str
     at_seconds: float  # since the first DAG run was triggered
     details: dict[str, Any] = field(default_factory=dict)
@@ -58,8 +62,8 @@ class NightReport:
     task_instances: list[dict[str, Any]] = field(default_factory=list)
     victim: dict[str, Any] = field(default_factory=dict)
 
-    def kill(self, component_prefix: str) -> Kill:
-        return next(kill for kill in self.kills if kill.component.startswith(component_prefix))
+    def kill(self, kind: str) -> Kill:
+        return next(kill for kill in self.kills if kill.kind == kind)
 
 
 def results_folder(harness: ProductionHarness, run_id: str, map_index: int) -> Path:
@@ -123,6 +127,7 @@ def run_night(
         harness.wait_for_state(SYNC_DAG, "checked_while_the_fleet_waits", SYNC_TASK, ["success"], timeout=timeout)
 
         report.kills.append(_kill_a_triggerer(harness, started, expected))
+        report.kills.append(_freeze_a_triggerer(harness, started, expected))
         report.kills.append(_restart_the_scheduler(harness, started))
 
         victim = _choose_victim(harness, report.run_ids[0])
@@ -158,8 +163,8 @@ def _trigger_owners(harness: ProductionHarness) -> dict[int | None, int]:
     return {row[0]: int(row[1]) for row in rows}
 
 
-def _kill_a_triggerer(harness: ProductionHarness, started: float, expected: int) -> Kill:
-    """SIGKILL the triggerer with the most triggers; measure until the other one holds them all."""
+def _busiest_triggerer(harness: ProductionHarness, expected: int) -> tuple[dict[str, int], str, str]:
+    """Triggers per triggerer once all are assigned; the one with the most, and the other one."""
 
     def assigned() -> dict[int | None, int] | None:
         owners = _trigger_owners(harness)
@@ -167,21 +172,33 @@ def _kill_a_triggerer(harness: ProductionHarness, started: float, expected: int)
 
     owners = harness.wait_for(assigned, timeout=120, what="every trigger to be assigned to a triggerer")
     by_component = {name: owners.get(job, 0) for name, job in harness.job_ids.items()}
-    victim = max(by_component, key=lambda name: by_component[name])
-    survivor = next(name for name in harness.job_ids if name != victim)
+    busiest = max(by_component, key=lambda name: by_component[name])
+    return by_component, busiest, next(name for name in harness.job_ids if name != busiest)
+
+
+def _wait_for_takeover(harness: ProductionHarness, taker: str, expected: int, since: float) -> float:
+    """Seconds from ``since`` until ``taker`` holds every trigger."""
+    job = harness.job_ids[taker]
+    harness.wait_for(
+        lambda: _trigger_owners(harness).get(job, 0) == expected,
+        timeout=180,
+        what=f"{taker} to take over every trigger",
+        interval=0.5,
+    )
+    return time.monotonic() - since
+
+
+def _kill_a_triggerer(harness: ProductionHarness, started: float, expected: int) -> Kill:
+    """SIGKILL the triggerer with the most triggers; measure until the other one holds them all."""
+    by_component, victim, survivor = _busiest_triggerer(harness, expected)
     dead_job, live_job = harness.job_ids[victim], harness.job_ids[survivor]
     killed_at = time.monotonic()
     harness.kill_component(victim)
-    harness.wait_for(
-        lambda: _trigger_owners(harness).get(live_job, 0) == expected,
-        timeout=180,
-        what=f"{survivor} to take over the triggers of {victim}",
-        interval=0.5,
-    )
-    moved_after = time.monotonic() - killed_at
+    moved_after = _wait_for_takeover(harness, survivor, expected, killed_at)
     deferred_now = len(harness.task_instances(FLEET_DAG, state="deferred"))
     harness.start_component(victim)  # restart: always
     return Kill(
+        kind="triggerer killed",
         component=victim,
         at_seconds=killed_at - started,
         details={
@@ -196,6 +213,57 @@ def _kill_a_triggerer(harness: ProductionHarness, started: float, expected: int)
     )
 
 
+def _freeze_a_triggerer(harness: ProductionHarness, started: float, expected: int) -> Kill:
+    """SIGSTOP the triggerer holding the triggers until the other takes them; SIGCONT; no batch cancelled."""
+    by_component, frozen, taker = _busiest_triggerer(harness, expected)
+    cancels_before = _cancel_calls(harness)
+    frozen_at = time.monotonic()
+    harness.freeze_component(frozen)
+    try:
+        moved_after = _wait_for_takeover(harness, taker, expected, frozen_at)
+    finally:
+        harness.freeze_component(frozen, frozen=False)
+    # Thawed, it finds its triggers gone and stops them; Airflow calls on_kill as for a user's kill.
+    frozen_job = harness.job_ids[frozen]
+    harness.wait_for(
+        lambda: len(_handover_logs(harness, frozen_job)) >= by_component[frozen],
+        timeout=180,
+        what=f"the thawed {frozen} to stop the triggers it lost",
+        interval=2,
+    )
+    return Kill(
+        kind="triggerer frozen",
+        component=frozen,
+        at_seconds=frozen_at - started,
+        details={
+            "triggers_before": by_component,
+            "taken_over_by": taker,
+            "moved_after_seconds": round(moved_after, 1),
+            "stopped_on_thaw": len(_handover_logs(harness, frozen_job)),
+            "cancel_calls": _cancel_calls(harness) - cancels_before,
+            "deferred_after_thaw": len(harness.task_instances(FLEET_DAG, state="deferred")),
+        },
+    )
+
+
+# What the trigger logs when Airflow stops it because it moved (see triggers/handover.py).
+HANDOVER_LINE = "the trigger moved to another triggerer"
+
+
+def _handover_logs(harness: ProductionHarness, job_id: int) -> list[Path]:
+    """Trigger logs of job ``job_id`` saying a trigger was stopped there because it moved."""
+    found = []
+    for path in harness.home.joinpath("logs").rglob(f"*.log.trigger.{job_id}.log"):
+        if HANDOVER_LINE in path.read_text(errors="replace"):
+            found.append(path)
+    return found
+
+
+def _cancel_calls(harness: ProductionHarness) -> int:
+    assert harness.emulator is not None
+    return int(harness.emulator.state()["calls"].get("POST /v1/messages/batches/{message_batch_id}/cancel", 0))
+
+
 def _restart_the_scheduler(harness: ProductionHarness, started: float) -> Kill:
     """SIGKILL the scheduler and start another, as ``restart: always`` does; until it is healthy again."""
     killed_at = time.monotonic()
@@ -208,7 +276,8 @@ def _restart_the_scheduler(harness: ProductionHarness, started: float) -> Kill:
         return scheduler.get("status") == "healthy" and heartbeat is not None and _after(heartbeat, killed_at)
 
     harness.wait_for(healthy_again, timeout=180, what="the restarted scheduler to heartbeat", interval=1)
-    return Kill("scheduler", killed_at - started, {"healthy_after_seconds": round(time.monotonic() - killed_at, 1)})
+    healthy_after = round(time.monotonic() - killed_at, 1)
+    return Kill("scheduler restarted", "scheduler", killed_at - started, {"healthy_after_seconds": healthy_after})
 
 
 def _after(iso_moment: str, monotonic_moment: float) -> bool:
@@ -306,6 +375,7 @@ def _kill_the_worker_landing(
         retried_and_landed, timeout=timeout, what="the killed landing's retry to land", interval=2
     )
     return Kill(
+        kind="worker killed mid-landing",
         component=worker,
         at_seconds=killed_at - started,
         details={

@@ -97,13 +97,18 @@ def tail(path: Path, lines: int = 40) -> str:
         return f"(cannot read {path}: {error})"
 
 
-def kill_tree(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a process group and every descendant by PID: a crash, no clean shutdown."""
+def signal_tree(process: subprocess.Popen[bytes], signum: int) -> None:
+    """Send ``signum`` to a process group and to every descendant by PID."""
     victims = [process.pid, *descendants(process.pid)]
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signum)
     for pid in victims:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signum)
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a process group and every descendant by PID: a crash, no clean shutdown."""
+    signal_tree(process, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=10)

@@ -142,7 +142,7 @@ class ProductionHarness(AirflowHarness):
 
     def _deployment_settings(self) -> dict[str, str]:
         self.network.bind("airflow-apiserver", self.api_port)
-        return airflow_settings(native_environment(self.document, COMMON_SERVICE, self.network))
+        return airflow_settings(native_environment(self.document, COMMON_SERVICE, self.network, where=COMMON_ANCHOR))
 
     def _native_settings(self) -> dict[str, str]:
         settings = super()._native_settings()
@@ -152,6 +152,8 @@ class ProductionHarness(AirflowHarness):
     def _time_scaling_settings(self) -> dict[str, str]:
         return {
             **super()._time_scaling_settings(),
+            # The DAG files never change during a test: re-parsing them every 10 s only costs CPU.
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "120",
             # A SIGKILLed worker's task is declared dead (and retried) after this long without a heartbeat.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",

@@ -57,9 +57,12 @@ FAULTS: list[dict[str, Any]] = [
 
 
 def _packages_or_skip() -> None:
+    """Skip, naming the missing package, where PostgreSQL or Redis cannot be had (CI fails instead)."""
     try:
         ensure_packages()
     except MissingPackage as error:
+        if os.environ.get("CLAUDE_BATCH_REQUIRE_PRODUCTION_E2E") == "1":
+            pytest.fail(f"CLAUDE_BATCH_REQUIRE_PRODUCTION_E2E=1 but {error}")
         pytest.skip(f"production topology not run: {error}")
 
 
@@ -185,7 +188,7 @@ def test_exactly_one_batch_per_submission_and_every_result_row_once(
 def test_no_partial_temporary_file_is_left_in_any_results_folder(
     production: ProductionHarness, night: NightReport
 ) -> None:
-    kill = night.kill("worker")
+    kill = night.kill("worker killed mid-landing")
     assert kill.details["temporary_files_at_kill"], "the worker was killed while its temporary file existed"
     left = sorted(str(path) for path in (production.home / "claude_batch_results").rglob("*.tmp"))
     assert left == []
@@ -194,15 +197,27 @@ def test_no_partial_temporary_file_is_left_in_any_results_folder(
 
 
 def test_a_killed_triggerers_triggers_move_to_the_other(night: NightReport) -> None:
-    kill = night.kill("triggerer")
+    kill = night.kill("triggerer killed")
     before = kill.details["triggers_before"]
     assert before[kill.component] > 0, "the killed triggerer was running triggers"
     assert kill.details["deferred_after_move"] == RUNS * SHARDS, "no task left its deferral when they moved"
     assert kill.details["restarted_as_job"] != kill.details["dead_job"]
 
 
+def test_a_stalled_triggerer_hands_its_triggers_over_without_cancelling_a_batch(night: NightReport) -> None:
+    """Frozen past the health threshold, a triggerer loses its triggers; thawed, Airflow stops them there
+    through its user-kill path (on_kill). The batches must keep running: the tasks still wait on them."""
+    freeze = night.kill("triggerer frozen")
+    held = freeze.details["triggers_before"][freeze.component]
+    assert held == RUNS * SHARDS, "the frozen triggerer held every trigger"
+    assert freeze.details["stopped_on_thaw"] >= held, "Airflow stopped each one on the thawed triggerer"
+    assert freeze.details["cancel_calls"] == 0
+    assert freeze.details["deferred_after_thaw"] == RUNS * SHARDS
+    assert night.emulator_state["calls"].get("POST /v1/messages/batches/{message_batch_id}/cancel", 0) == 0
+
+
 def test_a_worker_killed_mid_landing_is_retried_and_lands(production: ProductionHarness, night: NightReport) -> None:
-    kill = night.kill("worker")
+    kill = night.kill("worker killed mid-landing")
     assert kill.details["try_number"] >= 2, "the landing that was killed did not count as a success"
     folder = results_folder(production, night.victim["run_id"], night.victim["map_index"])
     manifest = json.loads((folder / "manifest.json").read_text())
@@ -211,7 +226,7 @@ def test_a_worker_killed_mid_landing_is_retried_and_lands(production: Production
 
 
 def test_the_scheduler_restart_left_the_fleet_running(night: NightReport) -> None:
-    assert night.kill("scheduler").details["healthy_after_seconds"] > 0
+    assert night.kill("scheduler restarted").details["healthy_after_seconds"] > 0
     assert Counter(ti["state"] for ti in night.task_instances) == {"success": RUNS * SHARDS}
 
 

@@ -128,10 +128,16 @@ def native_value(network: NativeNetwork, service: str, name: str, value: str) ->
     return network.rewrite_path(value)
 
 
-def native_environment(document: Mapping[str, Any], service: str, network: NativeNetwork) -> dict[str, str]:
-    """The environment ``service`` gets from the (interpolated) compose file, rewritten for here."""
+def native_environment(
+    document: Mapping[str, Any], service: str, network: NativeNetwork, *, where: str | None = None
+) -> dict[str, str]:
+    """The environment ``service`` gets from the (interpolated) compose file, rewritten for here.
+
+    :param where: where errors say the settings are (``x-airflow-common`` for the shared ones).
+    """
     environment = services(document)[service].get("environment") or {}
-    return {str(name): native_value(network, service, str(name), str(value)) for name, value in environment.items()}
+    label = where or service
+    return {str(name): native_value(network, label, str(name), str(value)) for name, value in environment.items()}
 
 
 def airflow_settings(environment: Mapping[str, str]) -> dict[str, str]:
