@@ -35,6 +35,9 @@ FAILED_STATES = frozenset({"failed", "upstream_failed", "removed", "skipped"})
 TEMPORARY_GLOB = ".results.jsonl.*.tmp"
 # The chosen task's results download is held this long before it answers (a slow, large download).
 SLOW_RESULTS_SECONDS = 120
+# How long a batch created after time was moved on takes: above the ~5 s in which a batch ending right
+# after its task deferred can trip Airflow's scheduler (docs/deployment.md), short enough for the test.
+LATE_BATCH_SECONDS = 20
 
 
 @dataclass
@@ -131,7 +134,10 @@ def run_night(
         report.kills.append(_restart_the_scheduler(harness, started))
 
         victim = _choose_victim(harness, report.run_ids[0])
-        harness.emulator.configure(faults=[_slow_results_rule(victim["batch_id"]), *faults])
+        # Batches created from now on (a retry that must submit again) end on their own, soon.
+        harness.emulator.configure(
+            faults=[_slow_results_rule(victim["batch_id"]), *faults], processing_seconds=LATE_BATCH_SECONDS
+        )
         harness.emulator.advance(processing_seconds + 60)
         advanced = time.monotonic()
         report.kills.append(_kill_the_worker_landing(harness, started, victim, timeout))
