@@ -579,6 +579,7 @@ def _connection_add(*options: str) -> list[str]:
 
 
 DELETE_CONNECTION = ["connections", "delete", "claude_default"]
+BUDGET_EXTRA = '{"batch_requests_per_minute": 20}'
 
 #: mode -> (environment, the airflow calls after the admin user; None = the script must fail).
 INIT_MODES: dict[str, tuple[dict[str, str], list[list[str]] | None]] = {
@@ -593,6 +594,17 @@ INIT_MODES: dict[str, tuple[dict[str, str], list[list[str]] | None]] = {
     "key-through-a-gateway": (
         {"ANTHROPIC_API_KEY": FAKE_API_KEY, "CLAUDE_BASE_URL": "https://gateway.example"},
         [DELETE_CONNECTION, _connection_add("--conn-host", "https://gateway.example", "--conn-password", FAKE_API_KEY)],
+    ),
+    "emulator-with-a-budget": (
+        {"ANTHROPIC_API_KEY": "", "CLAUDE_BASE_URL": EMULATOR_URL, "CLAUDE_CONNECTION_EXTRA": BUDGET_EXTRA},
+        [
+            DELETE_CONNECTION,
+            _connection_add("--conn-host", EMULATOR_URL, "--conn-password", "emulator", "--conn-extra", BUDGET_EXTRA),
+        ],
+    ),
+    "key-with-a-budget": (
+        {"ANTHROPIC_API_KEY": FAKE_API_KEY, "CLAUDE_BASE_URL": "", "CLAUDE_CONNECTION_EXTRA": BUDGET_EXTRA},
+        [DELETE_CONNECTION, _connection_add("--conn-password", FAKE_API_KEY, "--conn-extra", BUDGET_EXTRA)],
     ),
     "unmanaged": ({"ANTHROPIC_API_KEY": "", "CLAUDE_MANAGE_CONNECTION": "false"}, []),
     "no-key": ({"ANTHROPIC_API_KEY": "", "CLAUDE_BASE_URL": ""}, None),

@@ -79,15 +79,25 @@ class ProductionHarness(AirflowHarness):
     Takes :class:`~harness.AirflowHarness`'s parameters, and:
 
     :param compose_path: the compose file whose settings run (a deliberately broken copy in tests).
+    :param connection_extra: extras of ``claude_default`` (``CLAUDE_CONNECTION_EXTRA`` in ``.env``).
     """
 
     components = PRODUCTION_COMPONENTS
     health_parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
     admin_user = "airflow"  # _AIRFLOW_WWW_USER_USERNAME's default in the compose file
 
-    def __init__(self, home: Path, dags: Mapping[str, str], *, compose_path: Path = COMPOSE_PATH, **kwargs: Any):
+    def __init__(
+        self,
+        home: Path,
+        dags: Mapping[str, str],
+        *,
+        compose_path: Path = COMPOSE_PATH,
+        connection_extra: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(home, dags, **kwargs)
         self.compose_path = compose_path
+        self.connection_extra = dict(connection_extra or {})
         self.admin_password = secrets.token_urlsafe(16)
         self.network = NativeNetwork(self.home)
         self._backing_root = Path(tempfile.mkdtemp(prefix=f"{self.home.parent.name}-services-"))
@@ -110,6 +120,7 @@ class ProductionHarness(AirflowHarness):
             "AIRFLOW_UID": str(os.getuid()),
             "ANTHROPIC_API_KEY": self.api_key,
             "CLAUDE_BASE_URL": f"http://{EMULATOR_SERVICE}:{EMULATOR_PORT}",
+            "CLAUDE_CONNECTION_EXTRA": json.dumps(self.connection_extra) if self.connection_extra else "",
         }
 
     # -- services and settings -------------------------------------------------------------

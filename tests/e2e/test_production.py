@@ -42,14 +42,22 @@ REQUESTS_PER_SHARD = 5
 SYNC_REQUESTS = 6
 WORKER_CONCURRENCY = 4  # per worker: 8 slots for 200 batch tasks
 PROCESSING_SECONDS = 3600  # batches never end by themselves; the night moves time on (advance)
+# The workspace's Batch API limit (the emulator's rolling window, in real minutes as the budget
+# counts), and each process's budget under it (docs/deployment.md, "The Batch API's rate limit"):
+# at most two triggerers, the worker slots' task processes and the api-server call it at once.
+RATE_LIMIT_PER_MINUTE = 240
+BUDGET_PER_PROCESS = 20
+PROCESSES_AT_ONCE = 2 + 2 * WORKER_CONCURRENCY + 1
 DAGS = {
     f"{FLEET_DAG}.py": fleet_dag_source(SHARDS, REQUESTS_PER_SHARD, min_poll=5, max_poll=15),
     f"{SYNC_DAG}.py": sync_dag_source(SYNC_REQUESTS),
 }
 # Transient faults of every kind the fleet meets: creates refused while overloaded (nothing is
-# created), status calls answering 5xx and 429, and the first results download cut after 2 rows.
+# created), list pages and status calls answering 5xx and 429, and the first results download cut
+# after 2 rows.
 FAULTS: list[dict[str, Any]] = [
     {"method": "POST", "path": "/v1/messages/batches", "status": 529, "count": 3, "retry_after": 1},
+    {"method": "GET", "path": "/v1/messages/batches", "status": 503, "rate": 0.03},
     {"method": "GET", "path": "/v1/messages/batches/[^/]+", "status": 503, "rate": 0.03},
     {"method": "GET", "path": "/v1/messages/batches/[^/]+", "status": 429, "rate": 0.02, "retry_after": 2},
     {"method": "GET", "path": "/v1/messages/batches/[^/]+/results", "cut_after_rows": 2, "count": 1},
@@ -126,7 +134,14 @@ def production(request: pytest.FixtureRequest, workdir: Path) -> ProductionHarne
         workdir / "night" / "home",
         DAGS,
         api_key=API_KEY,
-        emulator_config={"processing_seconds": PROCESSING_SECONDS, "faults": FAULTS, "seed": 11},
+        emulator_config={
+            "processing_seconds": PROCESSING_SECONDS,
+            "faults": FAULTS,
+            "seed": 11,
+            "rate_limit_rpm": RATE_LIMIT_PER_MINUTE,
+            "rate_limit_window_seconds": 60,
+        },
+        connection_extra={"batch_requests_per_minute": BUDGET_PER_PROCESS},
         extra_env={"AIRFLOW__CELERY__WORKER_CONCURRENCY": str(WORKER_CONCURRENCY)},
         startup_timeout=600,
     )
@@ -246,6 +261,28 @@ def test_the_claude_batches_page_lists_the_fleet_from_postgresql(
         assert row["task_id"] == FLEET_TASK and len(row["batch_ids"]) == 1
 
 
+def test_no_rate_limit_answer_failed_a_task(production: ProductionHarness, night: NightReport) -> None:
+    """The budgets add up to less than the workspace's limit, and no 429 (limit or fault) failed a try."""
+    assert PROCESSES_AT_ONCE * BUDGET_PER_PROCESS <= RATE_LIMIT_PER_MINUTE
+    connection = production.api("GET", "/api/v2/connections/claude_default")
+    assert json.loads(connection["extra"]) == {"batch_requests_per_minute": BUDGET_PER_PROCESS}
+    failures = [
+        f"{path.parent.name}/{path.name}: {line[:300]}"
+        for path in production.home.joinpath("logs").rglob("attempt=*.log*")
+        for line in path.read_text(errors="replace").splitlines()
+        if _is_error(line) and any(word in line for word in ("429", "RateLimitError", "rate_limit_error"))
+    ]
+    assert failures == []
+
+
+def _is_error(log_line: str) -> bool:
+    """Whether a task or trigger log line (JSON) is at level error."""
+    try:
+        return json.loads(log_line).get("level") == "error"
+    except ValueError:
+        return False
+
+
 def test_the_api_key_is_in_no_log(production: ProductionHarness, night: NightReport) -> None:
     logs = [*production.home.rglob("*.log"), *production.backing_logs]
     assert any(path.name == "airflow-init.log" for path in logs) and production.backing_logs
@@ -274,5 +311,7 @@ def _figures(harness: ProductionHarness, report: NightReport) -> dict[str, Any]:
         "peak_main_rss_mib": {k: round(v / 2**20) for k, v in sorted(report.memory.main_rss.items())},
         "peak_tree_pss_mib": {k: round(v / 2**20) for k, v in sorted(report.memory.tree_pss.items())},
         "api_calls": report.emulator_state["calls"],
+        "rate_limited_429s": report.emulator_state.get("rate_limited"),
+        "faults_injected": report.emulator_state.get("faults_injected"),
         "task_tries": Counter(ti["try_number"] for ti in report.task_instances),
     }
