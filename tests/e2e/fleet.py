@@ -1,8 +1,9 @@
-"""The nightly-load scenario's parts: its DAGs, and a sampler of every component's memory.
+"""DAG files the e2e tests write into the harness's DAGs folder, and a sampler of components' memory.
 
-``nightly_fleet`` is what a nightly test-generation fleet looks like: one batch task mapped over
-shards of the work, many runs at once, polling time-scaled. ``pre_merge_check`` is the synchronous
-work somebody waits on, which runs beside the fleet on the same workers.
+``batch_dag_source`` is one batch task. ``nightly_fleet`` is what a nightly test-generation fleet
+looks like: one batch task mapped over shards of the work, many runs at once, polling
+time-scaled. ``pre_merge_check`` is the synchronous work somebody waits on, which runs beside the
+fleet on the same workers.
 """
 
 from __future__ import annotations
@@ -18,6 +19,47 @@ FLEET_DAG = "nightly_fleet"
 FLEET_TASK = "generate_tests"
 SYNC_DAG = "pre_merge_check"
 SYNC_TASK = "review"
+
+
+def batch_dag_source(
+    dag_id: str,
+    request_count: int,
+    *,
+    task_id: str = "summarise",
+    min_poll_interval: float = 1,
+    max_poll_interval: float = 2,
+) -> str:
+    """A DAG file with one ``ClaudeBatchOperator`` polling fast, its results under ``$AIRFLOW_HOME``.
+
+    :param dag_id: the DAG id (also the file name).
+    :param request_count: how many prompts the batch carries.
+    :param task_id: the batch task's id.
+    :param min_poll_interval: the trigger's first poll interval in seconds.
+    :param max_poll_interval: the trigger's longest poll interval in seconds.
+    """
+    return f'''"""End-to-end test DAG written by tests/e2e/fleet.py."""
+from datetime import datetime
+
+from airflow.sdk import DAG
+
+from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
+
+with DAG(
+    dag_id={dag_id!r},
+    schedule=None,
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+    tags=["e2e"],
+):
+    ClaudeBatchOperator(
+        task_id={task_id!r},
+        requests=[f"Summarise item {{i}} in one sentence." for i in range({request_count})],
+        model="claude-haiku-4-5",
+        max_tokens=64,
+        min_poll_interval={min_poll_interval},
+        max_poll_interval={max_poll_interval},
+    )
+'''
 
 
 def fleet_dag_source(shards: int, requests_per_shard: int, *, min_poll: float, max_poll: float) -> str:

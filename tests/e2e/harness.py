@@ -19,22 +19,23 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
 from cryptography.fernet import Fernet
 from processes import HarnessError, console_script, free_port, kill_tree, signal_tree, tail, terminate
+from rest import RestCalls
 
 from airflow_provider_claude_batch.testing.deployment import COMPOSE_SERVICE_COMMANDS
 from airflow_provider_claude_batch.testing.emulator import EmulatorClient
 
-__all__ = ["AirflowHarness", "HarnessError", "batch_dag_source", "free_port"]
+__all__ = ["AirflowHarness", "HarnessError", "free_port"]
 
 T = TypeVar("T")
 
@@ -47,51 +48,9 @@ COMPONENT_SERVICES = {
     "dag-processor": "airflow-dag-processor",
     "triggerer": "airflow-triggerer",
 }
-TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
-def batch_dag_source(
-    dag_id: str,
-    request_count: int,
-    *,
-    task_id: str = "summarise",
-    min_poll_interval: float = 1,
-    max_poll_interval: float = 2,
-) -> str:
-    """A DAG file with one ``ClaudeBatchOperator`` polling fast, its results under ``$AIRFLOW_HOME``.
-
-    :param dag_id: the DAG id (also the file name).
-    :param request_count: how many prompts the batch carries.
-    :param task_id: the batch task's id.
-    :param min_poll_interval: the trigger's first poll interval in seconds.
-    :param max_poll_interval: the trigger's longest poll interval in seconds.
-    """
-    return f'''"""End-to-end test DAG written by tests/e2e/harness.py."""
-from datetime import datetime
-
-from airflow.sdk import DAG
-
-from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
-
-with DAG(
-    dag_id={dag_id!r},
-    schedule=None,
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    tags=["e2e"],
-):
-    ClaudeBatchOperator(
-        task_id={task_id!r},
-        requests=[f"Summarise item {{i}} in one sentence." for i in range({request_count})],
-        model="claude-haiku-4-5",
-        max_tokens=64,
-        min_poll_interval={min_poll_interval},
-        max_poll_interval={max_poll_interval},
-    )
-'''
-
-
-class AirflowHarness:
+class AirflowHarness(RestCalls):
     """Real Airflow components on a temporary home, with the emulator standing in for the API.
 
     Use as a context manager, or call :meth:`start` and (always) :meth:`stop`. A subclass runs
@@ -389,46 +348,7 @@ class AirflowHarness:
     def _remember(self, process: subprocess.Popen[bytes]) -> None:
         self._known_pids.add(process.pid)
 
-    # -- REST API ------------------------------------------------------------------------------
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            raise HarnessError("the harness is not started")
-        return self._http
-
-    @property
-    def token(self) -> str:
-        if self._token is None:
-            raise HarnessError("not logged in yet")
-        return self._token
-
-    def fetch_token(self, username: str | None = None, password: str | None = None) -> str:
-        """A JWT from ``POST /auth/token`` (the admin's by default; SimpleAuthManager and FAB alike)."""
-        body = {"username": username or self.admin_user, "password": password or self.admin_password}
-        response = self.http.post("/auth/token", json=body)
-        if response.status_code not in (200, 201):
-            raise HarnessError(f"POST /auth/token answered {response.status_code}: {response.text}")
-        return str(response.json()["access_token"])
-
-    def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
-        """One call to the api-server, with the admin's bearer token unless ``auth=False``.
-
-        :param method: the HTTP method.
-        :param path: the path, e.g. ``/api/v2/dags``.
-        :param auth: send ``Authorization: Bearer <token>``.
-        """
-        headers = dict(kwargs.pop("headers", None) or {})
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return self.http.request(method, path, headers=headers, **kwargs)
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """An authenticated call that must succeed; returns the decoded JSON body."""
-        response = self.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise HarnessError(f"{method} {path} answered {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
+    # -- start-up checks -------------------------------------------------------------------
 
     def _healthy(self) -> bool:
         process_failures = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
@@ -443,88 +363,6 @@ class AirflowHarness:
     def _dag_ids(self) -> list[str]:
         copied = [path.stem for path in self.copy_into_dags if path.suffix == ".py"]
         return [Path(name).stem for name in self.dags] + copied
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
-        """Until the dag-processor has serialised ``dag_id`` (fails at once on an import error)."""
-
-        def parsed() -> dict[str, Any] | None:
-            errors = self.api("GET", "/api/v2/importErrors").get("import_errors", [])
-            if errors:
-                raise HarnessError(f"DAG import errors: {json.dumps(errors, indent=2)[:4000]}")
-            response = self.request("GET", f"/api/v2/dags/{dag_id}")
-            return response.json() if response.status_code == 200 else None
-
-        return self.wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed")
-
-    def trigger_dag(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Create a manual run; returns its run id."""
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
-        return str(self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Every run of a DAG, oldest first (scheduled ones included)."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns"
-        return list(self.api("GET", path, params={"limit": 100, "order_by": "run_after"})["dag_runs"])
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}")
-
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}")
-
-    def ti_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
-        return self.task_instance(dag_id, run_id, task_id).get("state")
-
-    def task_instances(self, dag_id: str, run_id: str = "~", **filters: Any) -> list[dict[str, Any]]:
-        """Task instances of one run, or of every run with ``run_id="~"``, every page of them.
-
-        :param filters: query parameters of the list endpoint, e.g. ``state="deferred"``.
-        """
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"
-        found: list[dict[str, Any]] = []
-        while True:
-            page = self.api("GET", path, params={**filters, "limit": 100, "offset": len(found)})
-            found.extend(page["task_instances"])
-            if not page["task_instances"] or len(found) >= page["total_entries"]:
-                return found
-
-    def set_ti_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
-        """``PATCH`` a task instance's state, as a user marking it in the UI does."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
-        return self.api("PATCH", path, json={"new_state": state})
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
-        params = {"deserialize": True, "stringify": False, "map_index": map_index}
-        return self.api("GET", path, params=params)["value"]
-
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """The task's log through the REST API (worker and trigger parts merged), as text."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
-        body = self.api("GET", path, params={"full_content": True}, headers={"Accept": "application/json"})
-        content = body.get("content")
-        if isinstance(content, list):
-            return "\n".join(json.dumps(item) if not isinstance(item, str) else item for item in content)
-        return str(content)
-
-    def wait_for_state(
-        self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout: float = 120
-    ) -> str:
-        """Until the task instance reaches one of ``states``; a different terminal state fails early."""
-        wanted = set(states)
-
-        def reached() -> str | None:
-            state = self.ti_state(dag_id, run_id, task_id)
-            if state in wanted:
-                return state
-            if state in TERMINAL_TI_STATES:
-                raise HarnessError(
-                    f"{dag_id}/{run_id}/{task_id} ended {state}, not {sorted(wanted)}.\n"
-                    f"Task log:\n{self.task_log(dag_id, run_id, task_id)[-4000:]}\n{self.log_tails()}"
-                )
-            return None
-
-        return self.wait_for(reached, timeout=timeout, what=f"{dag_id}/{run_id}/{task_id} in {sorted(wanted)}")
 
     # -- waiting and diagnostics ---------------------------------------------------------------
 
@@ -575,7 +413,3 @@ class AirflowHarness:
         uri = str(manifest["results_uri"])
         path = Path(uri.removeprefix("file://")) if uri.startswith("file://") else Path(uri)
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
