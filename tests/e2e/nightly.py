@@ -369,24 +369,27 @@ def _kill_the_worker_landing(
 ) -> Kill:
     """SIGKILL the Celery worker whose task is landing the victim's results, mid-landing; restart it."""
     folder = results_folder(harness, victim["run_id"], victim["map_index"])
-
     emulator_port = int(harness.emulator_url.rsplit(":", 1)[1])
+    first_seen: dict[tuple[str, int, tuple[str, ...]], float] = {}
 
     def landing_now() -> tuple[str, list[str]] | None:
-        """The worker running the victim once its temporary file exists and its download is in flight."""
+        """The worker running the victim, once the victim has sat in its held download for a second.
+
+        Its temporary file exists and it is connected to the emulator; a landing that is not held
+        is over in milliseconds, so one still there a second later is waiting on the slow download.
+        """
         if (folder / "manifest.json").exists():
             raise HarnessError(f"the chosen task {victim} landed before it was caught landing:\n{harness.log_tails()}")
-        temporaries = sorted(path.name for path in folder.glob(TEMPORARY_GLOB))
-        if not temporaries:
-            return None
-        for worker in _workers(harness):
+        temporaries = tuple(sorted(path.name for path in folder.glob(TEMPORARY_GLOB)))
+        for worker in _workers(harness) if temporaries else ():
             pid = _task_processes(harness, worker).get(victim["ti_id"])
             if pid is not None and _connected_to(pid, emulator_port):
-                return worker, temporaries
+                seen = first_seen.setdefault((worker, pid, temporaries), time.monotonic())
+                return (worker, list(temporaries)) if time.monotonic() - seen >= 1 else None
         return None
 
     worker, temporaries = harness.wait_for(
-        landing_now, timeout=timeout, what="the chosen task to be landing on a worker", interval=0.25
+        landing_now, timeout=timeout, what="the chosen task to be held in its results download", interval=0.25
     )
     also_running = sorted(set(_task_processes(harness, worker)) - {victim["ti_id"]})
     killed_at = time.monotonic()
@@ -395,7 +398,9 @@ def _kill_the_worker_landing(
     harness.start_component(worker)  # restart: always
 
     def retried_and_landed() -> dict[str, Any] | None:
-        ti = next(ti for ti in harness.task_instances(FLEET_DAG, victim["run_id"]) if ti["map_index"] == 0)
+        ti = next(
+            ti for ti in harness.task_instances(FLEET_DAG, victim["run_id"]) if ti["map_index"] == victim["map_index"]
+        )
         if ti.get("state") in FAILED_STATES:
             raise HarnessError(f"the killed landing's task ended {ti.get('state')}:\n{harness.log_tails()}")
         return ti if ti.get("state") == "success" else None

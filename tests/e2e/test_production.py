@@ -75,10 +75,15 @@ def _packages_or_skip() -> None:
 
 
 @pytest.fixture(scope="module")
-def workdir() -> Iterator[Path]:
+def workdir(request: pytest.FixtureRequest) -> Iterator[Path]:
+    """The module's temporary folder: deleted afterwards, kept (and named) when a test failed."""
     root = Path(tempfile.mkdtemp(prefix="claude-batch-production-"))
+    failed_before = request.session.testsfailed
     yield root
-    shutil.rmtree(root, ignore_errors=True)
+    if request.session.testsfailed > failed_before:
+        print(f"\nproduction-topology logs kept in {root}")
+    else:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # -- a wrong setting in the compose file fails, naming it ------------------------------------------
