@@ -29,13 +29,14 @@ from typing import Any, TypeVar
 
 import httpx
 from cryptography.fernet import Fernet
+from fleet import batch_dag_source
 from processes import HarnessError, console_script, free_port, kill_tree, signal_tree, tail, terminate
 from rest import RestCalls
 
 from airflow_provider_claude_batch.testing.deployment import COMPOSE_SERVICE_COMMANDS
 from airflow_provider_claude_batch.testing.emulator import EmulatorClient
 
-__all__ = ["AirflowHarness", "HarnessError", "free_port"]
+__all__ = ["AirflowHarness", "HarnessError", "batch_dag_source", "free_port"]
 
 T = TypeVar("T")
 

@@ -60,28 +60,27 @@ def terminate(processes: list[subprocess.Popen[bytes]], grace: float, also: Iter
         with contextlib.suppress(psutil.Error):
             if psutil.Process(pid).is_running():
                 pids.update(descendants(pid))
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
+    _signal_all(processes, pids, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-    survivors = [pid for pid in pids if psutil.pid_exists(pid) and not _is_zombie(pid)]
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-    for pid in survivors:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
+    survivors = {pid for pid in pids if psutil.pid_exists(pid) and not _is_zombie(pid)}
+    _signal_all(processes, survivors, signal.SIGKILL)
     for process in processes:
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
+
+
+def _signal_all(processes: list[subprocess.Popen[bytes]], pids: Iterable[int], signum: int) -> None:
+    """``signum`` to the group of every live process, then to each PID."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signum)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
 
 
 def _is_zombie(pid: int) -> bool:
