@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -303,17 +304,23 @@ class ProductionHarness(AirflowHarness):
     def _after_healthy(self) -> None:
         """The Execution API answers where the setting says, and every compose healthcheck passes."""
         url = self.env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"]
-        try:
-            status = httpx.get(f"{url.rstrip('/')}/health", timeout=10, trust_env=False).status_code
-        except httpx.HTTPError as error:
-            status = f"{type(error).__name__}: {error}"
-        if status != 200:
-            raise setting_problem(
-                COMMON_ANCHOR,
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
-                url,
-                f"workers reach the Execution API there, and GET {url.rstrip('/')}/health answered {status}",
-            )
+        health = f"{url.rstrip('/')}/health"
+        deadline = time.monotonic() + HEALTHCHECK_TIMEOUT_SECONDS
+        while True:  # an answer other than 200 is final; no answer yet (a busy api-server) is retried
+            try:
+                status: int | str = httpx.get(health, timeout=10, trust_env=False).status_code
+            except httpx.HTTPError as error:
+                status = f"{type(error).__name__}: {error}"
+            if status == 200:
+                break
+            if isinstance(status, int) or time.monotonic() > deadline:
+                raise setting_problem(
+                    COMMON_ANCHOR,
+                    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+                    url,
+                    f"workers reach the Execution API there, and GET {health} answered {status}",
+                )
+            time.sleep(2)
         for name, service in self.components.items():
             check = native_healthcheck(self.document, service, self.network)
             self.wait_for(
