@@ -5,7 +5,8 @@ flat whatever the number of results (:func:`publish_rows`, shared with the synch
 rows come from the Messages API instead). A results stream that breaks mid-way is fetched again and
 the rows already written for that batch are skipped (the results file of an ended batch does not
 change between fetches), so no row is lost and none is written twice. The file is written under a
-temporary name and renamed into place only once complete: readers never see half a file.
+temporary name and renamed into place only once complete: readers never see half a file, and the
+temporary files of a writer that was killed are cleared by the next write of the same file.
 
 This module knows nothing of Airflow; it works on any path object with ``open``, ``rename`` and
 ``unlink`` (``ObjectStoragePath``, ``pathlib.Path``).
@@ -14,6 +15,7 @@ This module knows nothing of Airflow; it works on any path object with ``open``,
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -47,6 +49,7 @@ class PathLike(Protocol):
     def parent(self) -> PathLike: ...
     def open(self, mode: str = ...) -> Any: ...
     def exists(self) -> bool: ...
+    def iterdir(self) -> Iterator[PathLike]: ...
     def rename(self, target: Any) -> Any: ...
     def unlink(self) -> Any: ...
     def __truediv__(self, other: str) -> PathLike: ...
@@ -111,11 +114,13 @@ def publish_rows(target: PathLike, tally: ResultTally | None = None) -> Iterator
     """Write rows to ``target`` atomically: a temporary sibling in large blocks, renamed when complete.
 
     Use as ``with publish_rows(path) as sink: sink.add(row)``. If the block raises, the temporary
-    file is removed and ``target`` is left as it was: readers never see half a file.
+    file is removed and ``target`` is left as it was: readers never see half a file. Temporary files
+    of ``target`` that a killed earlier writer left are removed first (:func:`remove_stale_temporaries`).
 
     :param target: the final results file.
     :param tally: counts and usage to add the rows to (a new one if omitted; ``sink.tally``).
     """
+    remove_stale_temporaries(target)
     temporary = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"  # type: ignore[attr-defined]
     try:
         with temporary.open("wb") as out:
@@ -126,6 +131,44 @@ def publish_rows(target: PathLike, tally: ResultTally | None = None) -> Iterator
     except BaseException:
         _remove_quietly(temporary)
         raise
+
+
+def remove_stale_temporaries(target: PathLike) -> list[str]:
+    """Delete the temporary files that killed writers of ``target`` left beside it; returns their names.
+
+    A writer killed mid-way (SIGKILL, out of memory, a lost Celery worker) never reaches the clean-up
+    in :func:`publish_rows`, so without this its ``.<name>.<uuid>.tmp`` would stay for good.
+
+    Deleting them is safe only because a results file has one writer at a time, which is the
+    caller's contract: the operators write into the results folder of one task instance, and
+    Airflow runs one try of a task instance at a time. A new try is queued only once the previous
+    one is over, either ended or declared dead by the scheduler after ``[scheduler]
+    task_instance_heartbeat_timeout`` (300 s by default) without a heartbeat; and a try that cannot
+    heartbeat is terminated by its own supervisor, at once when the API server answers that the try
+    is no longer running, else after ``[workers] max_failed_heartbeats`` failures (3 x 5 s by
+    default), which is well before that timeout. So when a try writes the file, every temporary
+    sibling of it belongs to an attempt that is gone, never to a live one. (Two tasks must therefore
+    never share a ``results_uri``; they would overwrite each other's results anyway.)
+
+    :param target: the results file about to be written.
+    """
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{32}}\.tmp")
+    removed = []
+    try:
+        siblings = [path for path in target.parent.iterdir() if pattern.fullmatch(path.name)]
+    except FileNotFoundError:
+        return removed
+    for path in siblings:
+        _remove_quietly(path)
+        removed.append(path.name)
+    if removed:
+        log.warning(
+            "Removed %d temporary file(s) left beside %s by an earlier attempt that was killed while landing: %s",
+            len(removed),
+            target.name,
+            ", ".join(removed),
+        )
+    return removed
 
 
 def merge_round(target: PathLike, round_rows: PathLike, tally: ResultTally | None = None) -> ResultTally:

@@ -14,4 +14,6 @@ echo ">> ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 echo ">> pytest"
-"$PY" -m pytest "$@"
+# -rs: every skipped test is listed with its reason (e.g. the production-topology test without the
+# Debian packages postgresql and redis-server, when not root to install them).
+"$PY" -m pytest -rs "$@"

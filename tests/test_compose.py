@@ -39,6 +39,17 @@ from typing import Any
 
 import pytest
 import yaml
+from compose_file import (
+    AIRFLOW_HOME_IN_IMAGE,
+    COMPOSE_PATH,
+    REPO,
+    InterpolationError,
+    as_argv,
+    init_script,
+    interpolate_tree,
+    load_compose,
+    services,
+)
 
 from airflow_provider_claude_batch.testing.deployment import (
     COMPOSE_FILE,
@@ -54,15 +65,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-REPO = Path(__file__).resolve().parent.parent
-COMPOSE_PATH = REPO / COMPOSE_FILE
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 ENV_EXAMPLE = REPO / "docker" / ".env.example"
 DOCKERIGNORE = REPO / ".dockerignore"
 DEPLOYMENT_DOC = REPO / "docs" / "deployment.md"
 BIN = Path(sys.executable).parent
 
-AIRFLOW_HOME_IN_IMAGE = "/opt/airflow"
 COMMON_IMAGE = "${AIRFLOW_IMAGE_NAME:-airflow-provider-claude-batch:latest}"
 COMMON_BUILD = {"context": ".", "dockerfile": "docker/Dockerfile"}
 EMULATOR_URL = f"http://{EMULATOR_SERVICE}:{EMULATOR_PORT}"
@@ -182,61 +190,6 @@ OFFICIAL_SERVICES: dict[str, dict[str, Any]] = {
 AIRFLOW_SERVICES = [name for name in OFFICIAL_SERVICES if name not in ("postgres", "redis")]
 
 
-# --------------------------------------------------------------------------------------------
-# Compose interpolation, as `docker compose` does it (compose-spec "Interpolation").
-# --------------------------------------------------------------------------------------------
-
-
-class InterpolationError(Exception):
-    """What `docker compose` reports and stops on: a required variable unset, or a bad `$`."""
-
-
-_TEMPLATE = re.compile(
-    r"\$(?:(?P<escaped>\$)"
-    r"|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?+])(?P<arg>[^}]*))?\}"
-    r"|(?P<named>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<invalid>))"
-)
-
-
-def interpolate(text: str, env: Mapping[str, str], used: set[str] | None = None) -> str:
-    """Resolve ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-x}``, ``${VAR-x}``, ``${VAR:?msg}``, ``${VAR:+x}``."""
-
-    def substitute(match: re.Match[str]) -> str:
-        if match["escaped"]:
-            return "$"
-        if match["invalid"] is not None:
-            raise InterpolationError(f"invalid interpolation format near {text[match.start() : match.start() + 20]!r}")
-        name = match["braced"] or match["named"]
-        if used is not None:
-            used.add(name)
-        op, arg = match["op"], match["arg"] or ""
-        value = env.get(name)
-        present = value is not None if op is None or not op.startswith(":") else bool(value)
-        if op in (":-", "-"):
-            return value if present else arg  # type: ignore[return-value]
-        if op in (":?", "?"):
-            if not present:
-                raise InterpolationError(f"required variable {name} is missing a value: {arg}")
-            return value  # type: ignore[return-value]
-        if op in (":+", "+"):
-            return arg if present else ""
-        return value or ""
-
-    return _TEMPLATE.sub(substitute, text)
-
-
-def interpolate_tree(node: Any, env: Mapping[str, str], used: set[str] | None = None) -> Any:
-    """Interpolate every string value of a parsed compose document (keys are left alone)."""
-    if isinstance(node, str):
-        return interpolate(node, env, used)
-    if isinstance(node, list):
-        return [interpolate_tree(item, env, used) for item in node]
-    if isinstance(node, dict):
-        return {key: interpolate_tree(value, env, used) for key, value in node.items()}
-    return node
-
-
 def _fernet_key() -> str:
     """A fresh, valid Fernet key, as docker/.env.example tells users to generate."""
     from cryptography.fernet import Fernet
@@ -261,32 +214,13 @@ REQUIRED_ENV: dict[str, str] = {
 @pytest.fixture(scope="module")
 def raw_compose() -> dict[str, Any]:
     """The compose file as YAML (anchors and ``<<`` merge keys resolved), before interpolation."""
-    document = yaml.safe_load(COMPOSE_PATH.read_text())
-    assert isinstance(document, dict)
-    return document
+    return load_compose()
 
 
 @pytest.fixture(scope="module")
 def compose(raw_compose: dict[str, Any]) -> dict[str, Any]:
     """The compose file as `docker compose config` would see it with a filled-in .env."""
     return interpolate_tree(raw_compose, REQUIRED_ENV)
-
-
-def services(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The ``services`` mapping of a compose document."""
-    return document["services"]
-
-
-def as_argv(command: str | list[str]) -> list[str]:
-    """A compose ``command`` in list form (compose splits the string form like a shell)."""
-    return shlex.split(command) if isinstance(command, str) else list(command)
-
-
-def init_script(document: Mapping[str, Any]) -> str:
-    """The bash script airflow-init runs (``entrypoint: /bin/bash``, ``command: [-c, SCRIPT]``)."""
-    command = services(document)["airflow-init"]["command"]
-    assert command[0] == "-c" and len(command) == 2, "airflow-init runs one bash script: bash -c SCRIPT"
-    return command[1]
 
 
 def parse_env_file(path: Path) -> dict[str, str]:
@@ -372,7 +306,8 @@ def test_common_environment(compose: dict[str, Any]) -> None:
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://airflow:airflow@postgres/airflow",
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql://airflow:airflow@postgres/airflow",
+        # The official file has db+postgresql://, whose driver depends on the SQLAlchemy version.
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+postgresql+psycopg2://airflow:airflow@postgres/airflow",
         "AIRFLOW__CELERY__BROKER_URL": "redis://:@redis:6379/0",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "true",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
@@ -644,6 +579,7 @@ def _connection_add(*options: str) -> list[str]:
 
 
 DELETE_CONNECTION = ["connections", "delete", "claude_default"]
+BUDGET_EXTRA = '{"batch_requests_per_minute": 20}'
 
 #: mode -> (environment, the airflow calls after the admin user; None = the script must fail).
 INIT_MODES: dict[str, tuple[dict[str, str], list[list[str]] | None]] = {
@@ -658,6 +594,17 @@ INIT_MODES: dict[str, tuple[dict[str, str], list[list[str]] | None]] = {
     "key-through-a-gateway": (
         {"ANTHROPIC_API_KEY": FAKE_API_KEY, "CLAUDE_BASE_URL": "https://gateway.example"},
         [DELETE_CONNECTION, _connection_add("--conn-host", "https://gateway.example", "--conn-password", FAKE_API_KEY)],
+    ),
+    "emulator-with-a-budget": (
+        {"ANTHROPIC_API_KEY": "", "CLAUDE_BASE_URL": EMULATOR_URL, "CLAUDE_CONNECTION_EXTRA": BUDGET_EXTRA},
+        [
+            DELETE_CONNECTION,
+            _connection_add("--conn-host", EMULATOR_URL, "--conn-password", "emulator", "--conn-extra", BUDGET_EXTRA),
+        ],
+    ),
+    "key-with-a-budget": (
+        {"ANTHROPIC_API_KEY": FAKE_API_KEY, "CLAUDE_BASE_URL": "", "CLAUDE_CONNECTION_EXTRA": BUDGET_EXTRA},
+        [DELETE_CONNECTION, _connection_add("--conn-password", FAKE_API_KEY, "--conn-extra", BUDGET_EXTRA)],
     ),
     "unmanaged": ({"ANTHROPIC_API_KEY": "", "CLAUDE_MANAGE_CONNECTION": "false"}, []),
     "no-key": ({"ANTHROPIC_API_KEY": "", "CLAUDE_BASE_URL": ""}, None),

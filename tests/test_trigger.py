@@ -229,6 +229,82 @@ def test_on_kill_cancels_unfinished_batches(client, claude_conn, claude_emulator
     assert client.messages.batches.retrieve(batch_id).processing_status in ("canceling", "ended")
 
 
+class _TriggererComms:
+    """The triggerer's channel to its supervisor: answers how many task instances are deferred.
+
+    Other messages (the connection lookup registers the key for masking) get no answer, as a
+    supervisor gives none to them.
+    """
+
+    def __init__(self, deferred: int, delay: float = 0.0) -> None:
+        self.deferred = deferred
+        self.delay = delay
+        self.asked: list = []
+
+    async def asend(self, message):
+        from airflow.sdk.execution_time.comms import GetTICount, TICount
+
+        if not isinstance(message, GetTICount):
+            return None
+        self.asked.append(message)
+        await asyncio.sleep(self.delay)  # the supervisor answers on its own loop's next turn
+        return TICount(count=self.deferred)
+
+
+@pytest.mark.latest_airflow_only
+@pytest.mark.parametrize(("deferred", "cancelled"), [(1, False), (0, True)])
+def test_on_kill_cancels_only_when_the_task_left_its_deferral(
+    client, claude_conn, claude_emulator, monkeypatch, deferred, cancelled
+):
+    """A trigger handed to another triggerer is still deferred there: Airflow calls on_kill, we keep the batch."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    claude_emulator.configure(processing_seconds=60)
+    batch_id = submit(client)
+    comms = _TriggererComms(deferred)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", comms, raising=False)
+    trigger = fast_trigger([batch_id])
+    trigger.task_instance = SimpleNamespace(dag_id="nightly", run_id="night_01", task_id="generate", map_index=3)
+    asyncio.run(trigger.on_kill())
+    status = client.messages.batches.retrieve(batch_id).processing_status
+    assert (status != "in_progress") is cancelled
+    (asked,) = comms.asked
+    assert (asked.dag_id, asked.run_ids, asked.task_ids, asked.map_index) == ("nightly", ["night_01"], ["generate"], 3)
+    assert asked.states == ["deferred"]
+
+
+@pytest.mark.latest_airflow_only
+def test_on_kill_finishes_its_cancel_although_airflow_cancels_it_again(
+    client, claude_conn, claude_emulator, monkeypatch
+):
+    """Airflow 3.3 re-sends the cancellation about every second until the trigger exits: the cancel still happens."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.execution_time import task_runner
+
+    claude_emulator.configure(processing_seconds=60)
+    batch_id = submit(client)
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", _TriggererComms(deferred=0, delay=0.5), raising=False)
+    trigger = fast_trigger([batch_id])
+    trigger.task_instance = SimpleNamespace(dag_id="nightly", run_id="night_01", task_id="generate", map_index=-1)
+
+    async def kill_then_cancel_the_kill_again() -> None:
+        killing = asyncio.ensure_future(trigger.on_kill())
+        await asyncio.sleep(0.1)
+        killing.cancel()  # while on_kill still waits for the supervisor's answer
+        with pytest.raises(asyncio.CancelledError):
+            await killing
+        for _ in range(50):
+            if client.messages.batches.retrieve(batch_id).processing_status != "in_progress":
+                return
+            await asyncio.sleep(0.1)
+
+    asyncio.run(kill_then_cancel_the_kill_again())
+    assert client.messages.batches.retrieve(batch_id).processing_status in ("canceling", "ended")
+
+
 def test_on_kill_leaves_batches_alone_when_told_to(client, claude_conn, claude_emulator):
     claude_emulator.configure(processing_seconds=60)
     batch_id = submit(client)

@@ -21,6 +21,7 @@ from airflow_provider_claude_batch.polling import (
     format_seconds,
     seconds_until,
 )
+from airflow_provider_claude_batch.triggers.killing import finish_in_background, still_deferred
 from airflow_provider_claude_batch.triggers.watching import BatchWatchingTrigger
 from airflow_provider_claude_batch.validation import arguments
 
@@ -169,12 +170,27 @@ class ClaudeBatchTrigger(BatchWatchingTrigger):
         )
 
     async def on_kill(self) -> None:
-        """Cancel what is still running when a user kills the deferred task (Airflow 3.3+)."""
+        """Cancel what is still running when a user kills the deferred task (Airflow 3.3+).
+
+        Not when the task is still deferred (Airflow 3.3 also calls this on a triggerer that lost
+        the trigger to another one), and to the end even if Airflow cancels this call again (see
+        :mod:`~airflow_provider_claude_batch.triggers.killing`).
+        """
         if not self.cancel_on_kill:
             self.log.info("Task killed; leaving batches %s running (cancel_on_kill=False).", self._unfinished)
             return
+        await finish_in_background(self._cancel_unless_moved(list(self._unfinished)))
+
+    async def _cancel_unless_moved(self, batch_ids: list[str]) -> None:
+        if await still_deferred(self):
+            self.log.warning(
+                "Stopped here although the task is still deferred: the trigger moved to another triggerer "
+                "(this one's heartbeat was late), no user killed it. Leaving batches %s running.",
+                ", ".join(batch_ids),
+            )
+            return
         hook = ClaudeHook(self.claude_conn_id)
-        for batch_id in self._unfinished:
+        for batch_id in batch_ids:
             try:
                 await hook.acancel_batch(batch_id)
                 self.log.info("Task killed; cancelled Claude batch %s.", batch_id)

@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import AirflowHarness, batch_dag_source
+from fleet import batch_dag_source
+from harness import AirflowHarness
 
 # Distinctive, so a leak check can look for it in every log file and every REST response.
 E2E_API_KEY = "sk-ant-e2e-LEAKCHECK-7f3a9c1e5b2d"

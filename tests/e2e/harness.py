@@ -21,21 +21,22 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import httpx
-import psutil
 from cryptography.fernet import Fernet
+from fleet import batch_dag_source
+from processes import HarnessError, console_script, free_port, kill_tree, signal_tree, tail, terminate
+from rest import RestCalls
 
 from airflow_provider_claude_batch.testing.deployment import COMPOSE_SERVICE_COMMANDS
 from airflow_provider_claude_batch.testing.emulator import EmulatorClient
+
+__all__ = ["AirflowHarness", "HarnessError", "batch_dag_source", "free_port"]
 
 T = TypeVar("T")
 
@@ -48,65 +49,16 @@ COMPONENT_SERVICES = {
     "dag-processor": "airflow-dag-processor",
     "triggerer": "airflow-triggerer",
 }
-TERMINAL_TI_STATES = frozenset({"success", "failed", "skipped", "upstream_failed", "removed"})
 
 
-class HarnessError(RuntimeError):
-    """Airflow (or the emulator) did not do what the harness waited for; the message has log tails."""
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def batch_dag_source(
-    dag_id: str,
-    request_count: int,
-    *,
-    task_id: str = "summarise",
-    min_poll_interval: float = 1,
-    max_poll_interval: float = 2,
-) -> str:
-    """A DAG file with one ``ClaudeBatchOperator`` polling fast, its results under ``$AIRFLOW_HOME``.
-
-    :param dag_id: the DAG id (also the file name).
-    :param request_count: how many prompts the batch carries.
-    :param task_id: the batch task's id.
-    :param min_poll_interval: the trigger's first poll interval in seconds.
-    :param max_poll_interval: the trigger's longest poll interval in seconds.
-    """
-    return f'''"""End-to-end test DAG written by tests/e2e/harness.py."""
-from datetime import datetime
-
-from airflow.sdk import DAG
-
-from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
-
-with DAG(
-    dag_id={dag_id!r},
-    schedule=None,
-    start_date=datetime(2025, 1, 1),
-    catchup=False,
-    tags=["e2e"],
-):
-    ClaudeBatchOperator(
-        task_id={task_id!r},
-        requests=[f"Summarise item {{i}} in one sentence." for i in range({request_count})],
-        model="claude-haiku-4-5",
-        max_tokens=64,
-        min_poll_interval={min_poll_interval},
-        max_poll_interval={max_poll_interval},
-    )
-'''
-
-
-class AirflowHarness:
+class AirflowHarness(RestCalls):
     """Real Airflow components on a temporary home, with the emulator standing in for the API.
 
-    Use as a context manager, or call :meth:`start` and (always) :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and (always) :meth:`stop`. A subclass runs
+    another topology by overriding the ``components`` mapping and the hooks
+    :meth:`_start_backing_services`, :meth:`_deployment_settings`, :meth:`_initialise_database`,
+    :meth:`_component_args`, :meth:`_component_env`, :meth:`_after_healthy` and
+    :meth:`_stop_backing_services`.
 
     :param home: an empty folder to use as ``AIRFLOW_HOME`` (SQLite database, logs, results).
     :param dags: DAG files to write into ``<home>/dags``: file name -> source.
@@ -117,6 +69,13 @@ class AirflowHarness:
     :param copy_into_dags: files and folders copied into ``<home>/dags`` as they are (e.g. the example
         DAGs and their data); each ``.py`` file copied is a DAG the start waits for (id = file name).
     """
+
+    #: Component name -> the compose service whose command it runs (one process each).
+    components: Mapping[str, str] = COMPONENT_SERVICES
+    #: The parts of ``/api/v2/monitor/health`` that must be healthy before the harness is started.
+    health_parts: tuple[str, ...] = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+    admin_user = ADMIN_USER
+    admin_password = ADMIN_PASSWORD
 
     def __init__(
         self,
@@ -166,12 +125,14 @@ class AirflowHarness:
             deadline = time.monotonic() + self.startup_timeout
             self._prepare_home()
             self._start_emulator()
+            self._start_backing_services()
             self.env = self._environment()
-            self._run_airflow(["db", "migrate"], "db-migrate", timeout=max(deadline - time.monotonic(), 30))
-            for name in COMPONENT_SERVICES:
+            self._initialise_database(timeout=max(deadline - time.monotonic(), 30))
+            for name in self.components:
                 self.start_component(name)
             self._http = httpx.Client(base_url=self.api_url, timeout=30, trust_env=False)
             self.wait_for(self._healthy, timeout=max(deadline - time.monotonic(), 10), what="all components healthy")
+            self._after_healthy()
             self._token = self.fetch_token()
             for dag_id in self._dag_ids():
                 self.wait_for_dag(dag_id, timeout=max(deadline - time.monotonic(), 30))
@@ -192,10 +153,12 @@ class AirflowHarness:
             else:
                 shutil.copyfile(path, target)
         # SimpleAuthManager keeps passwords it finds in its file, so the admin password is known.
-        (self.home / "simple_auth_manager_passwords.json").write_text(json.dumps({ADMIN_USER: ADMIN_PASSWORD}))
+        (self.home / "simple_auth_manager_passwords.json").write_text(
+            json.dumps({self.admin_user: self.admin_password})
+        )
 
     def _start_emulator(self) -> None:
-        command = [_console_script("claude-batch"), "emulator", "--port", "0", "--api-key", self.api_key]
+        command = [console_script("claude-batch"), "emulator", "--port", "0", "--api-key", self.api_key]
         with self.emulator_log.open("wb") as log:
             self._emulator_process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -204,7 +167,7 @@ class AirflowHarness:
 
         def announced_url() -> str | None:
             if self._emulator_process is not None and self._emulator_process.poll() is not None:
-                raise HarnessError(f"the emulator exited early:\n{_tail(self.emulator_log)}")
+                raise HarnessError(f"the emulator exited early:\n{tail(self.emulator_log)}")
             for line in self.emulator_log.read_text(errors="replace").splitlines():
                 if "listening on " in line:
                     return line.split("listening on ", 1)[1].strip()
@@ -217,65 +180,92 @@ class AirflowHarness:
             self.emulator.configure(**self.emulator_config)
 
     def _environment(self) -> dict[str, str]:
+        """Every Airflow process's environment: the deployment's settings, then what runs it here."""
         self.api_port = free_port()
         self.api_url = f"http://127.0.0.1:{self.api_port}"
         # Nothing of the developer's (or the unit tests') Airflow settings may leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ANTHROPIC_"))}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(self.home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-                # One worker slot: two tasks deferred at once proves a deferred task frees its slot.
-                "AIRFLOW__CORE__PARALLELISM": "1",
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-                "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__CORE__AUTH_MANAGER": (
-                    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-                ),
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
-                    self.home / "simple_auth_manager_passwords.json"
-                ),
-                # Every component must sign and check the same tokens.
-                "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
-                "AIRFLOW__API__SECRET_KEY": Fernet.generate_key().decode(),
-                "AIRFLOW__API__HOST": "127.0.0.1",
-                "AIRFLOW__API__PORT": str(self.api_port),
-                "AIRFLOW__API__BASE_URL": f"{self.api_url}/",
-                "AIRFLOW__API__WORKERS": "1",
-                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
-                # Other harnesses (other engineers, CI) may run on this machine: no fixed ports.
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
-                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-                # Parse the test DAGs within seconds, with one parsing process (2 cores).
-                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-                "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-                "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
-                # A SIGKILLed triggerer leaves no end date; its triggers move once it looks dead.
-                "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-                "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
-                "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
-                "AIRFLOW_CONN_CLAUDE_DEFAULT": json.dumps(
-                    {"conn_type": "claude", "password": self.api_key, "host": self.emulator_url}
-                ),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+        env.update({"AIRFLOW_HOME": str(self.home), "PYTHONUNBUFFERED": "1"})
+        env.update(self._deployment_settings())
+        env.update(self._native_settings())
+        env.update(self._time_scaling_settings())
         env.update(self.extra_env)
         return env
 
-    def _spawn_airflow(self, args: list[str], log_path: Path, mode: str) -> subprocess.Popen[bytes]:
+    def _deployment_settings(self) -> dict[str, str]:
+        """What the deployment under test configures: here SQLite, the LocalExecutor, one slot."""
+        return {
+            "AIRFLOW__CORE__DAGS_FOLDER": str(self.home / "dags"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # One worker slot: two tasks deferred at once proves a deferred task frees its slot.
+            "AIRFLOW__CORE__PARALLELISM": "1",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "simple_auth_manager_passwords.json"),
+            # Every component must sign and check the same tokens.
+            "AIRFLOW__API_AUTH__JWT_SECRET": Fernet.generate_key().decode(),
+            "AIRFLOW__API__SECRET_KEY": Fernet.generate_key().decode(),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW_CONN_CLAUDE_DEFAULT": json.dumps(
+                {"conn_type": "claude", "password": self.api_key, "host": self.emulator_url}
+            ),
+        }
+
+    def _native_settings(self) -> dict[str, str]:
+        """What running every component on one machine needs: loopback, and no fixed port."""
+        return {
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.api_port),
+            "AIRFLOW__API__BASE_URL": f"{self.api_url}/",
+            "AIRFLOW__API__WORKERS": "1",
+            # Other harnesses (other engineers, CI) may run on this machine: no fixed ports.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        }
+
+    def _time_scaling_settings(self) -> dict[str, str]:
+        """Intervals shortened so a test sees in seconds what takes minutes with the defaults."""
+        return {
+            # Parse the test DAGs within seconds, with one parsing process (2 cores).
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "10",
+            # A SIGKILLed triggerer leaves no end date; its triggers move once it looks dead.
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": "10",
+            "AIRFLOW__SCHEDULER__TRIGGER_TIMEOUT_CHECK_INTERVAL": "5",
+        }
+
+    def _start_backing_services(self) -> None:
+        """Start the database and broker the deployment needs (SQLite needs nothing)."""
+
+    def _stop_backing_services(self) -> None:
+        """Stop what :meth:`_start_backing_services` started."""
+
+    def _initialise_database(self, timeout: float) -> None:
+        """Bring the metadata database to the current schema (``airflow db migrate``)."""
+        self._run_airflow(list(COMPOSE_SERVICE_COMMANDS["airflow-init"]), "db-migrate", timeout=timeout)
+
+    def _after_healthy(self) -> None:
+        """Checks that need every component up (none here)."""
+
+    def _spawn_airflow(
+        self, args: list[str], log_path: Path, mode: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         """Start ``airflow <args>`` logging to ``log_path``, remembered for teardown."""
         with log_path.open(mode) as log:
             process = subprocess.Popen(
-                [_console_script("airflow"), *args],
-                env=self.env,
+                [console_script("airflow"), *args],
+                env=dict(env if env is not None else self.env),
                 cwd=self.home,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -291,24 +281,34 @@ class AirflowHarness:
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired as error:
-            _terminate([process], grace=5)
+            terminate([process], grace=5)
             raise HarnessError(
-                f"airflow {' '.join(args)} did not finish in {timeout:.0f}s:\n{_tail(log_path)}"
+                f"airflow {' '.join(args)} did not finish in {timeout:.0f}s:\n{tail(log_path)}"
             ) from error
         if code != 0:
-            raise HarnessError(f"airflow {' '.join(args)} exited {code}:\n{_tail(log_path)}")
+            raise HarnessError(f"airflow {' '.join(args)} exited {code}:\n{tail(log_path)}")
 
     def start_component(self, name: str) -> subprocess.Popen[bytes]:
-        """Start one component (``api-server``, ``scheduler``, ``dag-processor``, ``triggerer``).
+        """Start one component, a key of ``components`` (``api-server``, ``scheduler``, ...).
 
         :param name: the component; a second start of the same name appends to its log.
         """
-        args = list(COMPOSE_SERVICE_COMMANDS[COMPONENT_SERVICES[name]])
-        if name == "api-server":
-            args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
-        process = self._spawn_airflow(args, self.component_logs / f"{name}.log", "ab")
+        process = self._spawn_airflow(
+            self._component_args(name), self.component_logs / f"{name}.log", "ab", env=self._component_env(name)
+        )
         self.processes[name] = process
         return process
+
+    def _component_args(self, name: str) -> list[str]:
+        """The ``airflow`` arguments of a component: its compose service's command, bound to loopback."""
+        args = list(COMPOSE_SERVICE_COMMANDS[self.components[name]])
+        if self.components[name] == "airflow-apiserver":
+            args += ["--host", "127.0.0.1", "--port", str(self.api_port)]
+        return args
+
+    def _component_env(self, name: str) -> Mapping[str, str]:
+        """The environment of one component (every component shares ``env`` here)."""
+        return self.env
 
     def kill_component(self, name: str) -> None:
         """SIGKILL a component's whole process group and its descendants: a crash, no clean shutdown.
@@ -316,15 +316,16 @@ class AirflowHarness:
         :param name: the component to kill.
         """
         process = self.processes.pop(name)
-        victims = [process.pid, *_descendants(process.pid)]
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        for pid in victims:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=10)
+        kill_tree(process)
         self._retired.append(process)
+
+    def freeze_component(self, name: str, frozen: bool = True) -> None:
+        """SIGSTOP (``frozen``) or SIGCONT a component's process tree: a long stall, then it carries on.
+
+        :param name: the component.
+        :param frozen: stop it (True) or let it continue (False).
+        """
+        signal_tree(self.processes[name], signal.SIGSTOP if frozen else signal.SIGCONT)
 
     def stop(self, grace: float = 15.0) -> None:
         """Stop everything this harness started, by PID; safe to call more than once.
@@ -339,53 +340,16 @@ class AirflowHarness:
         processes = [*self.processes.values(), *self._retired]
         if self._emulator_process is not None:
             processes.append(self._emulator_process)
-        _terminate(processes, grace=grace, also=self._known_pids)
+        terminate(processes, grace=grace, also=self._known_pids)
         self.processes.clear()
+        self._stop_backing_services()
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 
     def _remember(self, process: subprocess.Popen[bytes]) -> None:
         self._known_pids.add(process.pid)
 
-    # -- REST API ------------------------------------------------------------------------------
-
-    @property
-    def http(self) -> httpx.Client:
-        if self._http is None:
-            raise HarnessError("the harness is not started")
-        return self._http
-
-    @property
-    def token(self) -> str:
-        if self._token is None:
-            raise HarnessError("not logged in yet")
-        return self._token
-
-    def fetch_token(self, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> str:
-        """A JWT from ``POST /auth/token`` (SimpleAuthManager)."""
-        response = self.http.post("/auth/token", json={"username": username, "password": password})
-        if response.status_code not in (200, 201):
-            raise HarnessError(f"POST /auth/token answered {response.status_code}: {response.text}")
-        return str(response.json()["access_token"])
-
-    def request(self, method: str, path: str, *, auth: bool = True, **kwargs: Any) -> httpx.Response:
-        """One call to the api-server, with the admin's bearer token unless ``auth=False``.
-
-        :param method: the HTTP method.
-        :param path: the path, e.g. ``/api/v2/dags``.
-        :param auth: send ``Authorization: Bearer <token>``.
-        """
-        headers = dict(kwargs.pop("headers", None) or {})
-        if auth:
-            headers["Authorization"] = f"Bearer {self.token}"
-        return self.http.request(method, path, headers=headers, **kwargs)
-
-    def api(self, method: str, path: str, **kwargs: Any) -> Any:
-        """An authenticated call that must succeed; returns the decoded JSON body."""
-        response = self.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise HarnessError(f"{method} {path} answered {response.status_code}: {response.text[:2000]}")
-        return response.json() if response.content else None
+    # -- start-up checks -------------------------------------------------------------------
 
     def _healthy(self) -> bool:
         process_failures = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
@@ -395,85 +359,11 @@ class AirflowHarness:
             body = self.http.get("/api/v2/monitor/health").json()
         except (httpx.HTTPError, ValueError):
             return False
-        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
-        return all((body.get(part) or {}).get("status") == "healthy" for part in parts)
+        return all((body.get(part) or {}).get("status") == "healthy" for part in self.health_parts)
 
     def _dag_ids(self) -> list[str]:
         copied = [path.stem for path in self.copy_into_dags if path.suffix == ".py"]
         return [Path(name).stem for name in self.dags] + copied
-
-    def wait_for_dag(self, dag_id: str, timeout: float = 90) -> dict[str, Any]:
-        """Until the dag-processor has serialised ``dag_id`` (fails at once on an import error)."""
-
-        def parsed() -> dict[str, Any] | None:
-            errors = self.api("GET", "/api/v2/importErrors").get("import_errors", [])
-            if errors:
-                raise HarnessError(f"DAG import errors: {json.dumps(errors, indent=2)[:4000]}")
-            response = self.request("GET", f"/api/v2/dags/{dag_id}")
-            return response.json() if response.status_code == 200 else None
-
-        return self.wait_for(parsed, timeout=timeout, what=f"DAG {dag_id} to be parsed")
-
-    def trigger_dag(self, dag_id: str, run_id: str, conf: Mapping[str, Any] | None = None) -> str:
-        """Create a manual run; returns its run id."""
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": dict(conf or {})}
-        return str(self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)["dag_run_id"])
-
-    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
-        """Every run of a DAG, oldest first (scheduled ones included)."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns"
-        return list(self.api("GET", path, params={"limit": 100, "order_by": "run_after"})["dag_runs"])
-
-    def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
-        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}")
-
-    def task_instance(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}")
-
-    def ti_state(self, dag_id: str, run_id: str, task_id: str) -> str | None:
-        return self.task_instance(dag_id, run_id, task_id).get("state")
-
-    def task_instances(self, dag_id: str, run_id: str = "~") -> list[dict[str, Any]]:
-        """Task instances of one run, or of every run with ``run_id="~"``."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances"
-        return list(self.api("GET", path, params={"limit": 100})["task_instances"])
-
-    def set_ti_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
-        """``PATCH`` a task instance's state, as a user marking it in the UI does."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}"
-        return self.api("PATCH", path, json={"new_state": state})
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/xcomEntries/{key}"
-        return self.api("GET", path, params={"deserialize": True, "stringify": False})["value"]
-
-    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
-        """The task's log through the REST API (worker and trigger parts merged), as text."""
-        path = f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
-        body = self.api("GET", path, params={"full_content": True}, headers={"Accept": "application/json"})
-        content = body.get("content")
-        if isinstance(content, list):
-            return "\n".join(json.dumps(item) if not isinstance(item, str) else item for item in content)
-        return str(content)
-
-    def wait_for_state(
-        self, dag_id: str, run_id: str, task_id: str, states: Iterable[str], timeout: float = 120
-    ) -> str:
-        """Until the task instance reaches one of ``states``; a different terminal state fails early."""
-        wanted = set(states)
-
-        def reached() -> str | None:
-            state = self.ti_state(dag_id, run_id, task_id)
-            if state in wanted:
-                return state
-            if state in TERMINAL_TI_STATES:
-                raise HarnessError(
-                    f"{dag_id}/{run_id}/{task_id} ended {state}, not {sorted(wanted)}.\n"
-                    f"Task log:\n{self.task_log(dag_id, run_id, task_id)[-4000:]}\n{self.log_tails()}"
-                )
-            return None
-
-        return self.wait_for(reached, timeout=timeout, what=f"{dag_id}/{run_id}/{task_id} in {sorted(wanted)}")
 
     # -- waiting and diagnostics ---------------------------------------------------------------
 
@@ -505,7 +395,7 @@ class AirflowHarness:
         """The last lines of every component's log, for failure messages."""
         parts = []
         for path in sorted(self.component_logs.glob("*.log")):
-            parts.append(f"--- {path.name} ---\n{_tail(path, lines)}")
+            parts.append(f"--- {path.name} ---\n{tail(path, lines)}")
         return "\n".join(parts)
 
     def files_containing(self, needle: str) -> list[Path]:
@@ -524,72 +414,3 @@ class AirflowHarness:
         uri = str(manifest["results_uri"])
         path = Path(uri.removeprefix("file://")) if uri.startswith("file://") else Path(uri)
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _console_script(name: str) -> str:
-    """The console script installed beside this interpreter (the venv's), else the one on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise HarnessError(f"{name} is not installed; pip install -e . first")
-    return found
-
-
-def _q(value: str) -> str:
-    return quote(value, safe="")
-
-
-def _descendants(pid: int) -> list[int]:
-    with contextlib.suppress(psutil.Error):
-        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
-    return []
-
-
-def _terminate(processes: list[subprocess.Popen[bytes]], grace: float, also: Iterable[int] = ()) -> None:
-    """SIGTERM each process group (and every descendant by PID), then SIGKILL what is left."""
-    pids: set[int] = set()
-    for process in processes:
-        if process.poll() is None:
-            pids.add(process.pid)
-            pids.update(_descendants(process.pid))
-    for pid in also:
-        with contextlib.suppress(psutil.Error):
-            if psutil.Process(pid).is_running():
-                pids.update(_descendants(pid))
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-    survivors = [pid for pid in pids if psutil.pid_exists(pid) and not _is_zombie(pid)]
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-    for pid in survivors:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-
-
-def _is_zombie(pid: int) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    return True
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError as error:
-        return f"(cannot read {path}: {error})"
