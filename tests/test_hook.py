@@ -115,6 +115,20 @@ def test_a_failed_create_that_stored_nothing_is_sent_again(claude_conn, claude_e
     assert [b["id"] for b in state["batches"]] == [batch.id]
 
 
+def test_a_sibling_of_the_same_size_is_not_adopted_after_a_refusal(claude_conn, claude_emulator):
+    # A 529 refused the create: nothing can have been created, so another job's batch of the same size,
+    # created in the meantime, is not taken for it (a fleet's batches are often all one size).
+    hook = ClaudeHook()
+    marker = hook.newest_batch_id()
+    sibling = hook.create_batch(prepare_requests(["sibling"], DEFAULTS))
+    claude_emulator.configure(faults=[{"method": "POST", "path": r"^/v1/messages/batches$", "status": 529, "count": 1}])
+    ours = hook.create_batch(prepare_requests(["ours"], DEFAULTS), marker=marker)
+    assert ours.id != sibling.id
+    calls = claude_emulator.state()["calls"]
+    assert claude_emulator.state()["batch_count"] == 2
+    assert calls["GET /v1/messages/batches"] == 2  # the two markers: no look for a lost create
+
+
 def test_known_batches_are_never_adopted(claude_conn, claude_emulator):
     hook = ClaudeHook()
     first = hook.create_batch(prepare_requests(["a"], DEFAULTS))

@@ -106,10 +106,16 @@ class BatchCreation:
         if isinstance(marker, NotSet):
             marker = self.newest_batch_id()
         last_error: Exception | None = None
+        # Whether an attempt may have created a batch unanswered: only then is one looked for. A 429 or
+        # a 529 (overloaded) refused the request, and in a fleet of same-size batches a look would
+        # adopt a sibling's batch (caught at landing, but a try lost).
+        maybe_created = False
         attempts = max(CREATE_ATTEMPTS, self.settings.max_retries + 1)
         for attempt in range(attempts):
             if attempt:
-                adopted = self.find_created_batch(prepared.count, after=marker, exclude=known_batch_ids)
+                adopted = None
+                if maybe_created:
+                    adopted = self.find_created_batch(prepared.count, after=marker, exclude=known_batch_ids)
                 if adopted is not None:
                     self.log.warning(
                         "The create of a %d-request batch failed (%s), but batch %s with that many "
@@ -143,6 +149,7 @@ class BatchCreation:
                 last_error = error
             except _UNCERTAIN_CREATE_ERRORS as error:
                 last_error = error
+                maybe_created = maybe_created or not isinstance(error, anthropic.OverloadedError)
         if isinstance(last_error, anthropic.RateLimitError):
             raise BatchQueueFullError(
                 f"The API refused the create of a {prepared.count}-request batch {attempts} times with 429 "
