@@ -66,21 +66,11 @@ def _folder(path: Path) -> Path:
 def _ours(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> Step:
     from airflow.sdk import ObjectStoragePath
 
+    from airflow_provider_claude_batch.lifecycle import SubmissionLifecycle
     from airflow_provider_claude_batch.operators.batch import ClaudeBatchOperator
     from airflow_provider_claude_batch.results import CustomIdDigest
-    from airflow_provider_claude_batch.submission import RECORD_FILE, PartRecord, RecordStore, SubmissionRecord
+    from airflow_provider_claude_batch.submission import RECORD_FILE, RecordStore, utc_now
 
-    # What ``execute`` records before and after each create (a retry-safe submission).
-    record = SubmissionRecord(
-        fingerprint="benchmark",
-        request_count=sum(count for _, _, count in batches),
-        parts=[PartRecord(index, count, 0, batch_id=batch_id) for index, (batch_id, _, count) in enumerate(batches)],
-        id_digests={
-            batch_id: CustomIdDigest.of(f"{workloads.KEY16}-{i}" for i in range(start, start + count))
-            for batch_id, start, count in batches
-        },
-    )
-    RecordStore(None, ObjectStoragePath(f"file://{folder}") / RECORD_FILE).save(record)
     operator = ClaudeBatchOperator(
         task_id="land",
         requests=[],
@@ -89,6 +79,14 @@ def _ours(batches: list[tuple[str, int, int]], folder: Path, base_url: str) -> S
         max_failed_fraction=1.0,  # the batch has failures on purpose; the task must not fail on them
         retry_rounds=0,
     )
+    # What ``execute`` records before and after each create (a retry-safe submission): one round whose
+    # parts are the ended batches (landing never reads the input, so no fingerprint is checked).
+    now = utc_now()
+    lifecycle = SubmissionLifecycle.begin("benchmark", [(count, 0) for _, _, count in batches], now, operator.timeout)
+    for index, (batch_id, start, count) in enumerate(batches):
+        digest = CustomIdDigest.of(f"{workloads.KEY16}-{i}" for i in range(start, start + count))
+        lifecycle.created(0, index, batch_id, digest, now)
+    RecordStore(None, ObjectStoragePath(f"file://{folder}") / RECORD_FILE).save(lifecycle.record)
     batch_ids = [batch_id for batch_id, _, _ in batches]
     event = {"status": "ended", "batch_ids": batch_ids, "batches": [], "message": "", "polls": 1}
 
