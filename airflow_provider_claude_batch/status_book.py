@@ -201,7 +201,8 @@ class StatusBook:
         if not due:  # woken by the cycle floor or a backoff: look at the most overdue ones anyway
             due = {bid for bid, entry in self.tracked.items() if not entry.finished}
         self._transient_in_cycle = False
-        pages = min(math.ceil(len(due) / LIST_PAGE_LIMIT) + EXTRA_LIST_PAGES, MAX_LIST_PAGES)
+        # Every tracked batch, due or not, may be listed ahead of the due ones: count them all.
+        pages = min(math.ceil(len(self.tracked) / LIST_PAGE_LIMIT) + EXTRA_LIST_PAGES, MAX_LIST_PAGES)
         return Cycle(started=now, due=due, max_pages=pages)
 
     def observe_page(self, cycle: Cycle, snapshots: list[BatchSnapshot], has_more: bool, now: float) -> None:

@@ -102,6 +102,26 @@ def test_an_old_batch_behind_many_newer_ones_is_retrieved_not_paged_to():
     assert book.tracked["mine"].snapshot.batch_id == "mine"
 
 
+def test_batches_due_behind_newer_tracked_ones_are_paged_to_not_retrieved():
+    # 4,000 younger tracked batches are listed ahead of 1,000 older ones, and only the older ones are
+    # due: the pages must reach them (5 pages), not stop at a bound counted from the due ones alone
+    # and leave 980 of them unlooked behind 20 retrieves.
+    old = [f"old{i:04d}" for i in range(1000)]
+    young = [f"new{i:04d}" for i in range(4000)]
+    workspace = FakeWorkspace(
+        [batch_json(bid, T0 + i) for i, bid in enumerate(old)]
+        + [batch_json(bid, T0 + 2000 + i) for i, bid in enumerate(young)]
+    )
+    book = StatusBook()
+    for bid in old:
+        book.track(bid, T0 + 7000, min_interval=5.0, max_interval=600.0)
+    for bid in young:
+        book.track(bid, T0 + 7000, min_interval=60.0, max_interval=600.0)
+    run(book, workspace, T0 + 7005)  # the old ones' first look is due, the young ones' is not
+    assert (workspace.pages, workspace.retrieves) == (5, 0)
+    assert all(book.tracked[bid].snapshot is not None for bid in old)
+
+
 def test_paging_stops_when_the_missing_batches_should_have_been_listed():
     # Created after the oldest listed batch, yet not on the page: another workspace, or not visible yet.
     workspace = FakeWorkspace([batch_json(f"b{i}", T0 + i) for i in range(1500)])
