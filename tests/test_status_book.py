@@ -122,6 +122,24 @@ def test_batches_due_behind_newer_tracked_ones_are_paged_to_not_retrieved():
     assert all(book.tracked[bid].snapshot is not None for bid in old)
 
 
+def test_batches_falling_due_within_the_cycle_floor_are_looked_at_in_the_same_cycle():
+    # The young batches fall due first, the old ones half a second later: inside the floor that keeps
+    # cycles one shortest interval (1 s) apart. Left to the next cycle, the old ones would be looked at
+    # half a second past their due time (a whole floor at worst: 5 s with the default settings).
+    old = [f"o{i:04d}" for i in range(1000)]
+    young = [f"y{i:04d}" for i in range(1000)]
+    workspace = FakeWorkspace([batch_json(bid, T0) for bid in old] + [batch_json(bid, T0 + 10) for bid in young])
+    book = StatusBook()
+    for bid in old + young:
+        book.track(bid, T0 + 14, min_interval=1.0, max_interval=600.0)
+    run(book, workspace, T0 + 15)  # the first look: the old ones are 15 s old, the young ones 5 s
+    second = book.next_cycle_at()
+    assert second == pytest.approx(T0 + 16)  # the young ones' 1 s floor; the old ones are due at T0 + 16.5
+    run(book, workspace, second)
+    assert {book.tracked[bid].refreshed_at for bid in old} == {second}
+    assert workspace.pages == 4
+
+
 def test_paging_stops_when_the_missing_batches_should_have_been_listed():
     # Created after the oldest listed batch, yet not on the page: another workspace, or not visible yet.
     workspace = FakeWorkspace([batch_json(f"b{i}", T0 + i) for i in range(1500)])
