@@ -259,11 +259,8 @@ def run_fleet(runner: Runner, k: int) -> dict[str, Any]:
         f"batches {config.fleet_batch_minutes:g} min)",
         flush=True,
     )
-    contenders = FLEET_CONTENDERS
-    if k == analysis_fleet.frozen_k(list(config.fleet_ks)):
-        contenders = (FLEET_CONTENDERS[0], analysis_fleet.FROZEN, *FLEET_CONTENDERS[1:])
-    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
-    for contender in contenders:
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in FLEET_CONTENDERS}
+    for contender in FLEET_CONTENDERS:
         # One at a time: the emulator's limit, call counters and clock are shared.
         runner.emulator.reset(processing_seconds=batch_seconds)
         params = {
