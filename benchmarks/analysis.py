@@ -415,7 +415,7 @@ def _wait_table(wait: dict[str, Any]) -> list[str]:
                 cell(row, "lag_max_without_gc_ms", 0),
                 gcs,
                 cell(row, "threads_created", 0),
-                cell(row, "status_calls_per_batch", 1),
+                cell(row, "status_calls_per_batch", 2),
                 cell(row, "delay_median_s"),
                 delay_max,
                 cell(row, "cpu_s", 1, False),

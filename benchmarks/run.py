@@ -95,6 +95,11 @@ class Runner:
         print(f"  {where:<34} {_brief(scenario, figures)}", flush=True)
         return figures
 
+    def alone(self, scenario: str, contender: str, params: dict[str, Any], **emulator_config: Any) -> Any:
+        """One repetition with the emulator to itself, reset first: its limit, call counters and clock are shared."""
+        self.emulator.reset(**emulator_config)
+        return self.child(scenario, contender, params)
+
     def children(self, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
         """Run ``jobs`` one after another (or ``config.jobs`` at a time in quick mode)."""
         if self.config.jobs <= 1:
@@ -221,16 +226,13 @@ def run_wait(runner: Runner, k: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for rep in range(config.wait_reps):
         for contender in contenders:
-            # One at a time: the emulator's call counters and its clock are shared.
-            runner.emulator.reset(processing_seconds=config.batch_seconds)
             params = {
                 "k": k,
                 "poll_interval": config.poll_interval,
                 "processing_seconds": config.batch_seconds,
                 "label": f"K={k} rep {rep + 1}",
             }
-            figures = runner.child("wait", contender, params)
-            if figures:
+            if figures := runner.alone("wait", contender, params, processing_seconds=config.batch_seconds):
                 runs[contender].append(figures)
     runner.emulator.reset()
     from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
@@ -260,18 +262,15 @@ def run_fleet(runner: Runner, k: int) -> dict[str, Any]:
         flush=True,
     )
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in FLEET_CONTENDERS}
+    params = {
+        "k": k,
+        "scale": scale,
+        "batch_seconds": batch_seconds,
+        "deadline_seconds": config.fleet_deadline_minutes * 60 * scale,
+        "label": f"K={k}",
+    }
     for contender in FLEET_CONTENDERS:
-        # One at a time: the emulator's limit, call counters and clock are shared.
-        runner.emulator.reset(processing_seconds=batch_seconds)
-        params = {
-            "k": k,
-            "scale": scale,
-            "batch_seconds": batch_seconds,
-            "deadline_seconds": config.fleet_deadline_minutes * 60 * scale,
-            "label": f"K={k}",
-        }
-        figures = runner.child("fleet", contender, params)
-        if figures:
+        if figures := runner.alone("fleet", contender, params, processing_seconds=batch_seconds):
             runs[contender].append(figures)
     runner.emulator.reset()
     from airflow_provider_claude_batch.budget import DEFAULT_REQUESTS_PER_MINUTE
