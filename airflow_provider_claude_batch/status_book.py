@@ -199,12 +199,17 @@ class StatusBook:
     # -- one cycle -------------------------------------------------------------------------
 
     def begin_cycle(self, now: float) -> Cycle:
-        """A refresh of every unfinished batch due by ``now``."""
-        due = {bid for bid, entry in self.tracked.items() if not entry.finished and entry.due_at() <= now}
+        """A refresh of every unfinished batch due by ``now``, or due before the next cycle may start."""
+        unfinished = {bid: entry for bid, entry in self.tracked.items() if not entry.finished}
+        # The cycle after this one waits at least the shortest interval (next_cycle_at's floor): a batch
+        # falling due before then is looked at now, not up to a whole floor past its due time.
+        horizon = now + min((entry.min_interval for entry in unfinished.values()), default=0.0)
+        due = {bid for bid, entry in unfinished.items() if entry.due_at() <= horizon}
         if not due:  # woken by the cycle floor or a backoff: look at the most overdue ones anyway
-            due = {bid for bid, entry in self.tracked.items() if not entry.finished}
+            due = set(unfinished)
         self._transient_in_cycle = False
-        pages = min(math.ceil(len(due) / LIST_PAGE_LIMIT) + EXTRA_LIST_PAGES, MAX_LIST_PAGES)
+        # Every tracked batch, due or not, may be listed ahead of the due ones: count them all.
+        pages = min(math.ceil(len(self.tracked) / LIST_PAGE_LIMIT) + EXTRA_LIST_PAGES, MAX_LIST_PAGES)
         return Cycle(started=now, due=due, max_pages=pages)
 
     def observe_page(self, cycle: Cycle, snapshots: list[BatchSnapshot], has_more: bool, now: float) -> None:

@@ -16,18 +16,17 @@ from airflow_provider_claude_batch.polling import (
     POLL_FRACTION,
     next_poll_delay,
 )
+from benchmarks.analysis_fleet import fleet_table, fleet_targets
+from benchmarks.markdown import (
+    cell,
+    contender_label,
+    fmt,
+    markdown_table,
+    median,
+    ratio_text,
+    status_text,
+)
 
-CONTENDER_LABELS = {
-    "ours": "ours (claude-batch)",
-    "ours_operator": "ours, whole operator execute",
-    "ours_operator_cap": "ours, operator execute with max_cost_usd",
-    "ours_operator_cache": "ours, operator execute with cache_shared_prefix",
-    "ours_frozen": "ours, startup heap frozen (gc.freeze())",
-    "official": "official (providers-anthropic)",
-    "common_ai": "common-ai (providers-common-ai)",
-    "raw": "raw floor (SDK raw HTTP)",
-    "emulator": "emulator (claude-batch emulator)",
-}
 ANCHORS = ("official", "common_ai", "raw")
 DAY = 86_400.0
 FIXED_POLL_SECONDS = 60.0
@@ -53,12 +52,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "spread": (max(values) - min(values)) / median if median else 0.0,
         }
     return figures
-
-
-def median(row: dict[str, Any] | None, key: str) -> float | None:
-    if not row or "summary" not in row or key not in row["summary"]:
-        return None
-    return row["summary"][key]["median"]
 
 
 def polling_schedule(
@@ -165,12 +158,6 @@ def worker_time(scenarios: dict[str, Any], wait_key: str | None) -> dict[str, An
     return {"walls": walls, "entries": entries}
 
 
-def _status(met: bool | None) -> str:
-    if met is None:
-        return "N/A"
-    return "MET" if met else "MISSED"
-
-
 def check_targets(scenarios: dict[str, Any], big_k: str | None) -> list[dict[str, Any]]:
     """Each target of the issue against the best anchor of the same run."""
     targets: list[dict[str, Any]] = []
@@ -184,7 +171,7 @@ def check_targets(scenarios: dict[str, Any], big_k: str | None) -> list[dict[str
                 "measured": measured,
                 "threshold": threshold,
                 "ratio": ratio,
-                "status": _status(met),
+                "status": status_text(met),
                 "note": note,
             }
         )
@@ -283,8 +270,8 @@ def check_targets(scenarios: dict[str, Any], big_k: str | None) -> list[dict[str
                 "< 50 ms",
                 lag / 50,
                 lag < 50,
-                f"without GC pauses {_fmt(lag_without_gc, 0)} ms; longest full GC {_fmt(gc_pause, 0)} ms; "
-                f"with the startup heap frozen {_fmt(frozen_lag, 0)} ms; official {_fmt(official_lag, 0)} ms",
+                f"without GC pauses {fmt(lag_without_gc, 0)} ms; longest full GC {fmt(gc_pause, 0)} ms; "
+                f"with the startup heap frozen {fmt(frozen_lag, 0)} ms; official {fmt(official_lag, 0)} ms",
             )
         threads = median(rows.get("ours"), "threads_created")
         polls = median(rows.get("ours"), "polls")
@@ -329,48 +316,10 @@ def check_targets(scenarios: dict[str, Any], big_k: str | None) -> list[dict[str
             f"worst delay {poll['worst_delay_fraction_from_50s']:.0%} of running time "
             f"(batches of {poll['long_from_s']:.0f} s or more)",
         )
-    return targets
+    return targets + fleet_targets(scenarios)
 
 
 # -- Markdown ------------------------------------------------------------------------------------
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}f}"
-
-
-def _cell(row: dict[str, Any] | None, key: str, digits: int = 2, noise: bool = True) -> str:
-    """The median, with (min-max) when repetitions differ: the noise of the figure."""
-    if not row or "summary" not in row or key not in row["summary"]:
-        return "-"
-    figure = row["summary"][key]
-    text = _fmt(figure["median"], digits)
-    if noise and row.get("reps", 1) > 1 and figure["max"] != figure["min"]:
-        text += f" ({_fmt(figure['min'], digits)}-{_fmt(figure['max'], digits)})"
-    return text
-
-
-def _ratio(value: float | None, anchor: float | None) -> str:
-    if value is None or not anchor:
-        return "-"
-    return f"{value / anchor:.2f}x"
-
-
-def _label(key: str) -> str:
-    name, _, size = key.partition("@")
-    label = CONTENDER_LABELS.get(name, name)
-    return f"{label} @ {int(size):,}" if size else label
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines.extend("| " + " | ".join(cells) + " |" for cells in rows)
-    lines.append("")
-    return lines
 
 
 def _submit_table(submit: dict[str, Any]) -> list[str]:
@@ -390,21 +339,21 @@ def _submit_table(submit: dict[str, Any]) -> list[str]:
         body_mib = (median(row, "body_bytes") or 0) / 1048576
         table.append(
             [
-                _label(key),
-                _cell(row, "wall_s"),
-                *(_ratio(wall, median(rows.get(anchor), "wall_s")) for anchor in ANCHORS),
-                _cell(row, "peak_rss_growth_mb", 1),
-                _fmt(growth / body_mib if growth is not None and body_mib else None),
-                _cell(row, "cpu_s", 2, False),
+                contender_label(key),
+                cell(row, "wall_s"),
+                *(ratio_text(wall, median(rows.get(anchor), "wall_s")) for anchor in ANCHORS),
+                cell(row, "peak_rss_growth_mb", 1),
+                fmt(growth / body_mib if growth is not None and body_mib else None),
+                cell(row, "cpu_s", 2, False),
             ]
         )
     headers = ["contender", "wall s", "x official", "x common-ai", "x raw", "peak RSS growth MiB", "/ body", "CPU s"]
-    lines = [title, "", *_table(headers, table)]
+    lines = [title, "", *markdown_table(headers, table)]
     ours = rows.get("ours")
     if ours and "prepare_s" in ours.get("summary", {}):
         lines.append(
-            f"Ours: validate + serialise {_cell(ours, 'prepare_s', 2, False)} s, streamed POST "
-            f"{_cell(ours, 'post_s', 2, False)} s. Every contender's own validation is inside the timed region."
+            f"Ours: validate + serialise {cell(ours, 'prepare_s', 2, False)} s, streamed POST "
+            f"{cell(ours, 'post_s', 2, False)} s. Every contender's own validation is inside the timed region."
         )
         lines.append("")
     return lines
@@ -421,19 +370,19 @@ def _land_table(land: dict[str, Any]) -> list[str]:
         if not row:
             continue
         wall = median(row, "wall_s")
-        ratios = [_ratio(wall, median(rows.get(anchor), "wall_s")) if "@" not in key else "-" for anchor in ANCHORS]
+        ratios = [ratio_text(wall, median(rows.get(anchor), "wall_s")) if "@" not in key else "-" for anchor in ANCHORS]
         table.append(
             [
-                _label(key),
-                _cell(row, "wall_s"),
-                _fmt(median(row, "rows_per_s"), 0),
+                contender_label(key),
+                cell(row, "wall_s"),
+                fmt(median(row, "rows_per_s"), 0),
                 *ratios,
-                _cell(row, "peak_rss_growth_mb", 1),
-                _cell(row, "cpu_s", 2, False),
+                cell(row, "peak_rss_growth_mb", 1),
+                cell(row, "cpu_s", 2, False),
             ]
         )
     headers = ["contender", "wall s", "rows/s", "x official", "x common-ai", "x raw", "peak RSS growth MiB", "CPU s"]
-    return [title, "", *_table(headers, table)]
+    return [title, "", *markdown_table(headers, table)]
 
 
 def _wait_table(wait: dict[str, Any]) -> list[str]:
@@ -453,23 +402,23 @@ def _wait_table(wait: dict[str, Any]) -> list[str]:
             continue
         rss = median(row, "peak_rss_growth_mb")
         fraction = median(row, "delay_fraction_max")
-        gcs = f"{_fmt(median(row, 'gc_full_collections'), 0)} ({_fmt(median(row, 'gc_full_pause_max_ms'), 0)})"
-        delay_max = f"{_fmt(median(row, 'delay_max_s'))} ({_fmt(100 * fraction if fraction is not None else None, 1)}%)"
+        gcs = f"{fmt(median(row, 'gc_full_collections'), 0)} ({fmt(median(row, 'gc_full_pause_max_ms'), 0)})"
+        delay_max = f"{fmt(median(row, 'delay_max_s'))} ({fmt(100 * fraction if fraction is not None else None, 1)}%)"
         table.append(
             [
-                _label(contender),
-                _cell(row, "peak_rss_growth_mb", 1),
-                _ratio(rss, official_rss),
-                _ratio(rss, common_ai_rss),
-                _cell(row, "lag_max_ms", 0),
-                _cell(row, "lag_p99_ms", 0),
-                _cell(row, "lag_max_without_gc_ms", 0),
+                contender_label(contender),
+                cell(row, "peak_rss_growth_mb", 1),
+                ratio_text(rss, official_rss),
+                ratio_text(rss, common_ai_rss),
+                cell(row, "lag_max_ms", 0),
+                cell(row, "lag_p99_ms", 0),
+                cell(row, "lag_max_without_gc_ms", 0),
                 gcs,
-                _cell(row, "threads_created", 0),
-                _cell(row, "status_calls_per_batch", 1),
-                _cell(row, "delay_median_s"),
+                cell(row, "threads_created", 0),
+                cell(row, "status_calls_per_batch", 2),
+                cell(row, "delay_median_s"),
                 delay_max,
-                _cell(row, "cpu_s", 1, False),
+                cell(row, "cpu_s", 1, False),
             ]
         )
     headers = [
@@ -487,7 +436,7 @@ def _wait_table(wait: dict[str, Any]) -> list[str]:
         "delay max s (% of run)",
         "CPU s",
     ]
-    return [title, "", *_table(headers, table)]
+    return [title, "", *markdown_table(headers, table)]
 
 
 def _polling_text(poll: dict[str, Any]) -> list[str]:
@@ -510,12 +459,14 @@ def _worker_table(worker: dict[str, Any]) -> list[str]:
     table = []
     for entry in worker["entries"]:
         held = [
-            f"{_fmt(entry['per_wall'][wall]['worker_s'], 1)} ({entry['per_wall'][wall]['fraction_of_wall']:.1%})"
+            f"{fmt(entry['per_wall'][wall]['worker_s'], 1)} ({entry['per_wall'][wall]['fraction_of_wall']:.1%})"
             for wall in walls
         ]
-        table.append([_label(entry["contender"]), entry["mode"], _fmt(entry["submit_s"]), _fmt(entry["land_s"]), *held])
+        table.append(
+            [contender_label(entry["contender"]), entry["mode"], fmt(entry["submit_s"]), fmt(entry["land_s"]), *held]
+        )
     headers = ["contender", "mode", "submit s", "land s", *(f"worker s, {wall} (of wall)" for wall in walls)]
-    return ["### 4. Worker time per batch (derived from scenarios 1 and 2)", "", *_table(headers, table)]
+    return ["### 4. Worker time per batch (derived from scenarios 1 and 2)", "", *markdown_table(headers, table)]
 
 
 def _emulator_table(emulator: dict[str, Any]) -> list[str]:
@@ -527,17 +478,17 @@ def _emulator_table(emulator: dict[str, Any]) -> list[str]:
     for key, row in emulator["rows"].items():
         table.append(
             [
-                _label(key),
-                _cell(row, "create_s"),
-                _cell(row, "render_s"),
-                _fmt(median(row, "render_rows_per_s"), 0),
-                _cell(row, "replay_s"),
-                _fmt(median(row, "replay_rows_per_s"), 0),
-                _cell(row, "wall_s"),
+                contender_label(key),
+                cell(row, "create_s"),
+                cell(row, "render_s"),
+                fmt(median(row, "render_rows_per_s"), 0),
+                cell(row, "replay_s"),
+                fmt(median(row, "replay_rows_per_s"), 0),
+                cell(row, "wall_s"),
             ]
         )
     headers = ["contender", "create s", "first download s", "rows/s", "replayed download s", "rows/s", "wall s"]
-    return [title, "", *_table(headers, table)]
+    return [title, "", *markdown_table(headers, table)]
 
 
 def render_markdown(results: dict[str, Any]) -> str:
@@ -555,6 +506,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _land_table(scenarios["land"])
     for key in sorted((k for k in scenarios if k.startswith("wait_k")), key=lambda k: int(k[6:])):
         lines += _wait_table(scenarios[key])
+    lines += fleet_table(scenarios)
     if "polling_24h" in scenarios:
         lines += _polling_text(scenarios["polling_24h"])
     if scenarios.get("worker_time", {}).get("entries"):
@@ -564,10 +516,14 @@ def render_markdown(results: dict[str, Any]) -> str:
     targets = results.get("targets") or []
     if targets:
         table = [
-            [t["target"], _fmt(t["measured"]), t["threshold"], _fmt(t["ratio"]), f"**{t['status']}**", t["note"]]
+            [t["target"], fmt(t["measured"]), t["threshold"], fmt(t["ratio"]), f"**{t['status']}**", t["note"]]
             for t in targets
         ]
-        lines += ["### Targets", "", *_table(["target", "measured", "threshold", "ratio", "status", "note"], table)]
+        lines += [
+            "### Targets",
+            "",
+            *markdown_table(["target", "measured", "threshold", "ratio", "status", "note"], table),
+        ]
     errors = results.get("errors") or []
     if errors:
         lines += ["### Errors", "", *(f"- {error['where']}: {error['error']}" for error in errors), ""]

@@ -24,6 +24,8 @@ def main(argv: list[str]) -> int:
             from benchmarks import scenario_land as scenario  # type: ignore[no-redef]
         elif spec["scenario"] == "wait":
             from benchmarks import scenario_wait as scenario  # type: ignore[no-redef]
+        elif spec["scenario"] == "fleet":
+            from benchmarks import scenario_fleet as scenario  # type: ignore[no-redef]
         elif spec["scenario"] == "emulator":
             from benchmarks import scenario_emulator as scenario  # type: ignore[no-redef]
         else:

@@ -9,7 +9,6 @@ to ``benchmarks/results/latest.json`` plus a dated copy. See ``benchmarks/README
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
 import os
@@ -18,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,46 +25,20 @@ from typing import Any
 if __package__ in (None, ""):  # ``python benchmarks/run.py``: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import analysis, workloads
+from benchmarks import analysis, analysis_fleet, workloads
 from benchmarks.emulator_process import EmulatorProcess, emulator_env
+from benchmarks.options import Config, parse_args
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CONTENDERS = ("ours", "official", "common_ai", "raw")
 WAIT_CONTENDERS = ("ours", "official", "common_ai")
+FLEET_CONTENDERS = analysis_fleet.FLEET_CONTENDERS
 # Outcome mix of the landed batches: 5% errored and 5% expired, the rest succeeded.
 LAND_MIX = {"error_rate": 0.05, "expire_rate": 0.05, "seed": 7}
 WARMUP_RESULTS = 10
 CHILD_TIMEOUT_S = 600
 MAX_REQUESTS_PER_BATCH = 100_000
-
-
-@dataclass(frozen=True)
-class Config:
-    """Sizes and repetitions of one run (full by default; ``--quick`` shrinks everything)."""
-
-    mode: str = "full"
-    requests: int = 100_000
-    reps: int = 3
-    land_sizes: tuple[int, ...] = (10_000, 250_000)
-    ks: tuple[int, ...] = (200, 1000)
-    wait_reps: int = 1
-    poll_interval: float = 5.0
-    batch_seconds: float = 20.0
-    jobs: int = 1
-    scenarios: tuple[str, ...] = ("submit", "land", "wait", "emulator")
-
-
-QUICK = Config(
-    mode="quick",
-    requests=2_000,
-    reps=1,
-    land_sizes=(500, 5_000),
-    ks=(10,),
-    poll_interval=0.5,
-    batch_seconds=2.0,
-    jobs=3,
-)
 
 
 @dataclass
@@ -122,6 +95,11 @@ class Runner:
         print(f"  {where:<34} {_brief(scenario, figures)}", flush=True)
         return figures
 
+    def alone(self, scenario: str, contender: str, params: dict[str, Any], **emulator_config: Any) -> Any:
+        """One repetition with the emulator to itself, reset first: its limit, call counters and clock are shared."""
+        self.emulator.reset(**emulator_config)
+        return self.child(scenario, contender, params)
+
     def children(self, jobs: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any] | None]:
         """Run ``jobs`` one after another (or ``config.jobs`` at a time in quick mode)."""
         if self.config.jobs <= 1:
@@ -131,6 +109,13 @@ class Runner:
 
 
 def _brief(scenario: str, figures: dict[str, Any]) -> str:
+    if scenario == "fleet":
+        delay = figures.get("delay_max_real_s")
+        return (
+            f"ended {figures['ended']}/{figures['k']}, {figures['rate_limited']} x 429, {figures['calls_sent']} calls, "
+            f"delay max {'-' if delay is None else f'{delay:.1f}'} s real, lag max {figures['lag_max_ms']:.0f} ms "
+            f"(w/o GC {figures['lag_max_without_gc_ms']:.0f}), rss +{figures['peak_rss_growth_mb']:.1f} MiB"
+        )
     if scenario == "wait":
         return (
             f"rss +{figures['peak_rss_growth_mb']:.1f} MiB, lag max {figures['lag_max_ms']:.0f} ms "
@@ -241,16 +226,13 @@ def run_wait(runner: Runner, k: int) -> dict[str, Any]:
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for rep in range(config.wait_reps):
         for contender in contenders:
-            # One at a time: the emulator's call counters and its clock are shared.
-            runner.emulator.reset(processing_seconds=config.batch_seconds)
             params = {
                 "k": k,
                 "poll_interval": config.poll_interval,
                 "processing_seconds": config.batch_seconds,
                 "label": f"K={k} rep {rep + 1}",
             }
-            figures = runner.child("wait", contender, params)
-            if figures:
+            if figures := runner.alone("wait", contender, params, processing_seconds=config.batch_seconds):
                 runs[contender].append(figures)
     runner.emulator.reset()
     from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
@@ -265,6 +247,44 @@ def run_wait(runner: Runner, k: int) -> dict[str, Any]:
             "ours_max_poll": DEFAULT_MAX_POLL_SECONDS * scale,
             "scale": scale,
             "cpus": os.cpu_count(),
+        },
+        "rows": _rows(runs),
+    }
+
+
+def run_fleet(runner: Runner, k: int) -> dict[str, Any]:
+    config = runner.config
+    scale = 1 / config.fleet_compression
+    batch_seconds = config.fleet_batch_minutes * 60 * scale
+    print(
+        f"6. fleet K={k:,} (limit 60/min, time compressed {config.fleet_compression:g}x, "
+        f"batches {config.fleet_batch_minutes:g} min)",
+        flush=True,
+    )
+    runs: dict[str, list[dict[str, Any]]] = {c: [] for c in FLEET_CONTENDERS}
+    params = {
+        "k": k,
+        "scale": scale,
+        "batch_seconds": batch_seconds,
+        "deadline_seconds": config.fleet_deadline_minutes * 60 * scale,
+        "label": f"K={k}",
+    }
+    for contender in FLEET_CONTENDERS:
+        if figures := runner.alone("fleet", contender, params, processing_seconds=batch_seconds):
+            runs[contender].append(figures)
+    runner.emulator.reset()
+    from airflow_provider_claude_batch.budget import DEFAULT_REQUESTS_PER_MINUTE
+    from benchmarks.scenario_fleet import LIMIT_PER_MINUTE
+
+    return {
+        "params": {
+            "k": k,
+            "scale": scale,
+            "compression": config.fleet_compression,
+            "batch_minutes": config.fleet_batch_minutes,
+            "deadline_minutes": config.fleet_deadline_minutes,
+            "limit_per_minute": LIMIT_PER_MINUTE,
+            "budget_per_minute": DEFAULT_REQUESTS_PER_MINUTE,
         },
         "rows": _rows(runs),
     }
@@ -339,46 +359,6 @@ def child_env(url: str, home: Path) -> dict[str, str]:
     return env
 
 
-def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Config]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny sizes (smoke run, about a minute)")
-    parser.add_argument("--only", help="comma-separated scenarios to run: submit,land,wait,emulator")
-    parser.add_argument(
-        "--requests", type=int, help="requests submitted / results landed / served by the emulator (default 100000)"
-    )
-    parser.add_argument("--reps", type=int, help="repetitions of submit, land and emulator (default 3)")
-    parser.add_argument("--land-sizes", help="extra result counts landed by ours (default 10000,250000)")
-    parser.add_argument("--ks", help="concurrent deferred batches (default 200,1000)")
-    parser.add_argument("--wait-reps", type=int, help="repetitions of each wait run (default 1)")
-    parser.add_argument("--poll-interval", type=float, help="fixed poll of official/common-ai, s (default 5)")
-    parser.add_argument("--batch-seconds", type=float, help="how long each waited batch runs, s (default 20)")
-    parser.add_argument("--jobs", type=int, help="children at a time (default 1; quick 3: figures then overlap)")
-    parser.add_argument("--output-dir", type=Path, help="where latest.json goes (default benchmarks/results)")
-    parser.add_argument("--render", type=Path, metavar="RESULTS.json", help="print the table of a results file")
-    args = parser.parse_args(argv)
-    config = QUICK if args.quick else Config()
-    overrides: dict[str, Any] = {}
-    if args.only:
-        overrides["scenarios"] = tuple(s.strip() for s in args.only.split(","))
-    if args.requests:
-        overrides["requests"] = args.requests
-    if args.reps:
-        overrides["reps"] = args.reps
-    if args.land_sizes is not None:
-        overrides["land_sizes"] = tuple(int(s) for s in args.land_sizes.split(",") if s)
-    if args.ks:
-        overrides["ks"] = tuple(int(s) for s in args.ks.split(","))
-    if args.wait_reps:
-        overrides["wait_reps"] = args.wait_reps
-    if args.poll_interval:
-        overrides["poll_interval"] = args.poll_interval
-    if args.batch_seconds:
-        overrides["batch_seconds"] = args.batch_seconds
-    if args.jobs:
-        overrides["jobs"] = args.jobs
-    return args, replace(config, **overrides)
-
-
 def main(argv: list[str] | None = None) -> int:
     args, config = parse_args(argv)
     if args.render:
@@ -405,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                     scenarios[f"wait_k{k}"] = run_wait(runner, k)
             if "emulator" in config.scenarios:
                 scenarios["emulator"] = run_emulator_throughput(runner)
+            if "fleet" in config.scenarios:
+                for k in config.fleet_ks:
+                    scenarios[f"fleet_k{k}"] = run_fleet(runner, k)
             errors = runner.errors
     scenarios["polling_24h"] = analysis.polling_analysis()
     wait_keys = sorted((k for k in scenarios if k.startswith("wait_k")), key=lambda k: int(k[6:]))

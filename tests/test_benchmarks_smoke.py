@@ -48,7 +48,14 @@ def test_quick_run_reports_every_scenario_and_contender(tmp_path: Path) -> None:
         expected = {"ours", "official", "common_ai"} | ({"ours_frozen"} if key == waits[-1] else set())
         assert set(scenarios[key]["rows"]) == expected
     assert set(scenarios["emulator"]["rows"]) == {"emulator"}
-    for name in ("submit", "land", *waits, "emulator"):
+    fleets = [key for key in scenarios if key.startswith("fleet_k")]
+    assert fleets
+    for key in fleets:
+        assert set(scenarios[key]["rows"]) == {"ours", "official", "common_ai"}
+        for row in scenarios[key]["rows"].values():
+            assert {"ended", "rate_limited", "calls_sent", "peak_calls_per_minute"} <= set(row["summary"])
+    assert "status_calls_per_cycle_max" in scenarios[fleets[0]]["rows"]["ours"]["summary"]
+    for name in ("submit", "land", *waits, "emulator", *fleets):
         for row in scenarios[name]["rows"].values():
             assert row["reps"] >= 1
             assert "wall_s" in row["summary"]
@@ -58,6 +65,7 @@ def test_quick_run_reports_every_scenario_and_contender(tmp_path: Path) -> None:
         ("ours", "deferrable"),
         ("official", "non-deferrable"),
     }
+    assert any(target["target"].startswith("Fleet") for target in results["targets"])
     statuses = {target["status"] for target in results["targets"]}
     assert statuses <= {"MET", "MISSED", "N/A"}
     assert "### Targets" in completed.stdout

@@ -102,6 +102,44 @@ def test_an_old_batch_behind_many_newer_ones_is_retrieved_not_paged_to():
     assert book.tracked["mine"].snapshot.batch_id == "mine"
 
 
+def test_batches_due_behind_newer_tracked_ones_are_paged_to_not_retrieved():
+    # 4,000 younger tracked batches are listed ahead of 1,000 older ones, and only the older ones are
+    # due: the pages must reach them (5 pages), not stop at a bound counted from the due ones alone
+    # and leave 980 of them unlooked behind 20 retrieves.
+    old = [f"old{i:04d}" for i in range(1000)]
+    young = [f"new{i:04d}" for i in range(4000)]
+    workspace = FakeWorkspace(
+        [batch_json(bid, T0 + i) for i, bid in enumerate(old)]
+        + [batch_json(bid, T0 + 2000 + i) for i, bid in enumerate(young)]
+    )
+    book = StatusBook()
+    for bid in old:
+        book.track(bid, T0 + 7000, min_interval=5.0, max_interval=600.0)
+    for bid in young:
+        book.track(bid, T0 + 7000, min_interval=60.0, max_interval=600.0)
+    run(book, workspace, T0 + 7005)  # the old ones' first look is due, the young ones' is not
+    assert (workspace.pages, workspace.retrieves) == (5, 0)
+    assert all(book.tracked[bid].snapshot is not None for bid in old)
+
+
+def test_batches_falling_due_within_the_cycle_floor_are_looked_at_in_the_same_cycle():
+    # The young batches fall due first, the old ones half a second later: inside the floor that keeps
+    # cycles one shortest interval (1 s) apart. Left to the next cycle, the old ones would be looked at
+    # half a second past their due time (a whole floor at worst: 5 s with the default settings).
+    old = [f"o{i:04d}" for i in range(1000)]
+    young = [f"y{i:04d}" for i in range(1000)]
+    workspace = FakeWorkspace([batch_json(bid, T0) for bid in old] + [batch_json(bid, T0 + 10) for bid in young])
+    book = StatusBook()
+    for bid in old + young:
+        book.track(bid, T0 + 14, min_interval=1.0, max_interval=600.0)
+    run(book, workspace, T0 + 15)  # the first look: the old ones are 15 s old, the young ones 5 s
+    second = book.next_cycle_at()
+    assert second == pytest.approx(T0 + 16)  # the young ones' 1 s floor; the old ones are due at T0 + 16.5
+    run(book, workspace, second)
+    assert {book.tracked[bid].refreshed_at for bid in old} == {second}
+    assert workspace.pages == 4
+
+
 def test_paging_stops_when_the_missing_batches_should_have_been_listed():
     # Created after the oldest listed batch, yet not on the page: another workspace, or not visible yet.
     workspace = FakeWorkspace([batch_json(f"b{i}", T0 + i) for i in range(1500)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 
 import anthropic
 import pytest
@@ -114,6 +115,42 @@ def test_triggers_in_one_loop_share_one_poller(client, claude_conn, claude_emula
     assert [payload["status"] for payload in payloads] == ["ended"] * len(ids)
     assert status_calls(claude_emulator) - before == cycles  # one list page a cycle, for all thirty
     assert claude_emulator.state()["calls"].get(RETRIEVE, 0) == 0
+
+
+def test_a_cycle_that_ends_many_batches_wakes_their_triggers_a_slice_per_loop_turn(
+    client, claude_conn, claude_emulator
+):
+    # One refresh sees every batch ended at once; a triggerer must not run all their reactions in one
+    # turn of its event loop (every other trigger, and the triggerer itself, would wait for them).
+    from airflow_provider_claude_batch.hooks.poller import WAKE_SLICE
+
+    claude_emulator.configure(processing_seconds=0.1)
+    ids = [submit(client, 1) for _ in range(3 * WAKE_SLICE)]
+    time.sleep(0.2)  # all ended before the first look
+    turn = 0
+
+    async def count_turns() -> None:
+        nonlocal turn
+        while True:
+            turn += 1
+            await asyncio.sleep(0)
+
+    async def fired(batch_id: str) -> tuple[str, int]:
+        payload = await first_event(fast_trigger([batch_id]))
+        return payload["status"], turn
+
+    async def scenario() -> list[tuple[str, int]]:
+        counter = asyncio.ensure_future(count_turns())
+        try:
+            return await asyncio.gather(*(fired(batch_id) for batch_id in ids))
+        finally:
+            counter.cancel()
+
+    outcomes = asyncio.run(scenario())
+    assert {status for status, _ in outcomes} == {"ended"}
+    per_turn = Counter(turn for _, turn in outcomes)
+    assert max(per_turn.values()) <= WAKE_SLICE
+    assert len(per_turn) >= 3
 
 
 def test_a_trigger_cancelled_mid_wait_leaves_the_poller_consistent(client, claude_conn, claude_emulator):

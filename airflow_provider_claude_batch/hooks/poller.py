@@ -41,6 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Waiters woken per turn of the event loop after a refresh (each then runs its trigger's reaction).
+WAKE_SLICE = 50
+
 
 @dataclass(eq=False)  # identity, not value: watches are kept in sets
 class Watch:
@@ -173,12 +176,21 @@ class BatchStatusPoller:
         self.book.end_cycle(cycle, time.time())
         for watch in {w for bid in cycle.due for w in self._watches.get(bid, ())}:
             watch.cycles += 1
-        self._notify()
+        # A cycle may change a thousand batches at once (their first look, their end): their waiters
+        # are woken a slice per turn of the loop, so that one turn never runs a thousand reactions.
+        changed = self._changed_watches()
+        for start in range(0, len(changed), WAKE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            for watch in changed[start : start + WAKE_SLICE]:
+                watch.wake()
+
+    def _changed_watches(self) -> list[Watch]:
+        return [watch for bid in self.book.take_changed() for watch in self._watches.get(bid, ())]
 
     def _notify(self) -> None:
-        for bid in self.book.take_changed():
-            for watch in self._watches.get(bid, ()):
-                watch.wake()
+        for watch in self._changed_watches():
+            watch.wake()
 
     async def _list_page(self, after_id: str | None) -> Page:
         query: dict[str, Any] = {"limit": LIST_PAGE_LIMIT}
