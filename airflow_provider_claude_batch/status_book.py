@@ -28,7 +28,8 @@ from airflow_provider_claude_batch.polling import BatchSnapshot, next_poll_delay
 
 LIST_PAGE_LIMIT = 1000
 DEFAULT_NOT_FOUND_GRACE_SECONDS = 300.0
-# Pages a cycle may read beyond those its tracked batches could fill, before falling back to retrieve.
+# Pages a cycle reads beyond those its tracked batches could fill while it does not know how far down
+# they are; towards batches whose creation time is known it pages on, up to the most a cycle reads.
 EXTRA_LIST_PAGES = 2
 MAX_LIST_PAGES = 20
 DEFAULT_MAX_RETRIEVES_PER_CYCLE = 20
@@ -222,13 +223,18 @@ class StatusBook:
         if snapshots:
             cycle.after_id = snapshots[-1].batch_id
         unseen = cycle.due - cycle.seen
-        if not unseen or not has_more or not snapshots or cycle.pages >= cycle.max_pages:
+        if not unseen or not has_more or not snapshots or cycle.pages >= MAX_LIST_PAGES:
             cycle.paging_done = True
             return
         oldest_listed = min((parse_iso(s.created_at).timestamp() for s in snapshots if s.created_at), default=-math.inf)
         # A batch created after the oldest one listed should have been on these pages: paging
         # further cannot find it (another workspace, or not visible yet); retrieve it instead.
-        reachable = [bid for bid in unseen if (created := self.tracked[bid].created) is None or created < oldest_listed]
+        created = {bid: self.tracked[bid].created for bid in unseen}
+        reachable = [bid for bid, moment in created.items() if moment is None or moment < oldest_listed]
+        if cycle.pages >= cycle.max_pages:
+            # Past the pages the tracked batches could fill (newer batches of other jobs, or of waiters
+            # not registered yet, came first): page on only towards batches known to be further down.
+            reachable = [bid for bid in reachable if created[bid] is not None]
         # One batch left costs one retrieve, no more than a page: stop paging.
         cycle.paging_done = len(reachable) <= 1
 

@@ -122,6 +122,7 @@ def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
     budget = trigger_loop.compress_budget(scale) if ours else None
     trigger_loop.warm_up(trigger_loop.trigger_factory(contender, scale, time.time() + 3600), base_url, batch_seconds)
     batch_ids = trigger_loop.create_batches(base_url, count)
+    created = trigger_loop.creation_times(base_url, batch_ids)
     trigger_loop.configure(base_url, rate_limit_rpm=LIMIT_PER_MINUTE, rate_limit_window_seconds=window)
     before = trigger_loop.emulator_state(base_url)
     log = CallLog()
@@ -130,7 +131,7 @@ def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
     cut_off_after = deadline_seconds + CUT_OFF_POLLS * trigger_loop.OFFICIAL_DEFAULT_POLL_SECONDS * scale
     with measured() as result:
         factory = trigger_loop.trigger_factory(contender, scale, time.time() + deadline_seconds)
-        triggers = [factory(batch_id) for batch_id in batch_ids]
+        triggers = [factory(batch_id, created.get(batch_id)) for batch_id in batch_ids]
         instrument = _count_cycles(log, cycles) if ours else None
         run_stats = asyncio.run(trigger_loop.drive(triggers, batch_ids, cut_off_after, before=instrument))
     state = trigger_loop.emulator_state(base_url)

@@ -38,6 +38,7 @@ def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
         budget_per_window = trigger_loop.compress_budget(scale)
     trigger_loop.warm_up(factory, base_url, float(params["processing_seconds"]))
     batch_ids = trigger_loop.create_batches(base_url, count)
+    created = trigger_loop.creation_times(base_url, batch_ids)
     calls_before = trigger_loop.status_calls(trigger_loop.emulator_state(base_url))
     frozen = 0
     if contender == "ours_frozen":
@@ -47,7 +48,7 @@ def run(contender: str, params: dict[str, Any]) -> dict[str, Any]:
         gc.freeze()
         frozen = gc.get_freeze_count()
     with measured() as result:
-        triggers = [factory(batch_id) for batch_id in batch_ids]
+        triggers = [factory(batch_id, created.get(batch_id)) for batch_id in batch_ids]
         run_stats = asyncio.run(trigger_loop.drive(triggers, batch_ids))
     state = trigger_loop.emulator_state(base_url)
     timings = trigger_loop.batch_timings(state, batch_ids)

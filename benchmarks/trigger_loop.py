@@ -37,7 +37,8 @@ STATUS_ROUTES = (BATCHES_ROUTE, RETRIEVE_ROUTE)
 # Event statuses that mean "the batch ended": ours says ``ended``, the anchors ``success``.
 ENDED_STATUSES = ("ended", "success")
 
-TriggerFactory = Callable[[str], Any]
+# (batch id, when it was created) -> trigger; ours is told the creation time, as the operator tells it.
+TriggerFactory = Callable[[str, float | None], Any]
 
 
 def trigger_factory(contender: str, scale: float, end_time: float) -> TriggerFactory:
@@ -50,25 +51,26 @@ def trigger_factory(contender: str, scale: float, end_time: float) -> TriggerFac
         from airflow_provider_claude_batch.polling import DEFAULT_MAX_POLL_SECONDS, DEFAULT_MIN_POLL_SECONDS
         from airflow_provider_claude_batch.triggers.batch import DEFAULT_PROGRESS_LOG_SECONDS, ClaudeBatchTrigger
 
-        return lambda batch_id: ClaudeBatchTrigger(
+        return lambda batch_id, created=None: ClaudeBatchTrigger(
             batch_ids=[batch_id],
             claude_conn_id=workloads.OURS_CONN_ID,
             end_time=end_time,
             min_poll_interval=DEFAULT_MIN_POLL_SECONDS * scale,
             max_poll_interval=DEFAULT_MAX_POLL_SECONDS * scale,
             progress_log_interval=DEFAULT_PROGRESS_LOG_SECONDS * scale,
+            submitted_at=created,
         )
     if contender == "official":
         from airflow.providers.anthropic.triggers.batch import AnthropicBatchTrigger
 
-        return lambda batch_id: AnthropicBatchTrigger(
+        return lambda batch_id, created=None: AnthropicBatchTrigger(
             conn_id=workloads.OFFICIAL_CONN_ID, batch_id=batch_id, poll_interval=poll_interval, end_time=end_time
         )
     if contender == "common_ai":
         from airflow.providers.common.ai.triggers.llm_batch import LLMBatchTrigger
 
         # common-ai's operator refuses polls under 30 s; its trigger, driven directly here, takes what it is given.
-        return lambda batch_id: LLMBatchTrigger(
+        return lambda batch_id, created=None: LLMBatchTrigger(
             llm_conn_id=workloads.COMMON_AI_CONN_ID,
             adapter="anthropic",
             batch_id=batch_id,
@@ -235,7 +237,7 @@ def warm_up(factory: TriggerFactory, base_url: str, processing_seconds: float) -
     configure(base_url, processing_seconds=0)
     try:
         [batch_id] = create_batches(base_url, 1, prefix="warmup")
-        asyncio.run(drive([factory(batch_id)], [batch_id]))
+        asyncio.run(drive([factory(batch_id, None)], [batch_id]))
     finally:
         configure(base_url, processing_seconds=processing_seconds)
 
@@ -266,6 +268,11 @@ def create_batches(base_url: str, count: int, prefix: str = "") -> list[str]:
             response.raise_for_status()
             batch_ids.append(response.json()["id"])
     return batch_ids
+
+
+def creation_times(base_url: str, batch_ids: list[str]) -> dict[str, float]:
+    """When each of ``batch_ids`` was created (epoch seconds), read before anything is measured."""
+    return {batch_id: created for batch_id, (created, _) in batch_timings(emulator_state(base_url), batch_ids).items()}
 
 
 def emulator_state(base_url: str) -> dict[str, Any]:

@@ -175,7 +175,7 @@ def test_an_old_batch_is_looked_at_less_often_than_a_young_one():
     book = StatusBook()
     book.track("old", T0, min_interval=5.0, max_interval=600.0, created_hint=T0 - 3600)
     run(book, FakeWorkspace([batch_json("old", T0 - 3600)]), T0 + 5)
-    assert book.next_cycle_at() == pytest.approx(T0 + 5 + 360.5, abs=1)  # 10% of the batch's age
+    assert book.next_cycle_at() == pytest.approx(T0 + 5 + 324.45, abs=1)  # 9% of the batch's age
 
 
 def test_a_404_right_after_creation_is_waited_through_then_becomes_permanent():
@@ -257,3 +257,27 @@ def test_changes_are_reported_once():
     run(book, FakeWorkspace([batch_json("a", T0, status="ended")]), T0 + 15)
     assert book.take_changed() == {"a"}
     assert not book.has_unfinished()
+
+
+def test_batches_known_to_be_further_down_are_paged_to_past_the_usual_bound():
+    # 1,000 tracked batches sit behind 4,000 newer ones (other jobs, or waiters still registering):
+    # their creation times are known (the operator passes them), so the cycle pages down to them
+    # instead of retrieving twenty and leaving the rest for later cycles.
+    newer = [batch_json(f"new{i}", T0 + 2000 + i) for i in range(4000)]
+    ours = [f"b{i:04d}" for i in range(1000)]
+    workspace = FakeWorkspace([*newer, *(batch_json(bid, T0 + i) for i, bid in enumerate(ours))])
+    book = StatusBook()
+    for i, bid in enumerate(ours):
+        book.track(bid, T0 + 6000, min_interval=5.0, max_interval=600.0, created_hint=T0 + i)
+    run(book, workspace, T0 + 6010)
+    assert (workspace.pages, workspace.retrieves) == (5, 0)
+
+
+def test_without_creation_times_the_usual_bound_holds_and_the_rest_is_retrieved():
+    newer = [batch_json(f"new{i}", T0 + 2000 + i) for i in range(4000)]
+    ours = [f"b{i:04d}" for i in range(1000)]
+    workspace = FakeWorkspace([*newer, *(batch_json(bid, T0 + i) for i, bid in enumerate(ours))])
+    book = StatusBook()
+    track_all(book, ours, T0 + 6000)
+    run(book, workspace, T0 + 6010)
+    assert workspace.pages == 3 and workspace.retrieves == 20  # bounded: unknown batches may be anywhere

@@ -18,7 +18,7 @@ import logging
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,8 @@ class Watch:
     batch_ids: list[str]
     book: StatusBook
     cycles: int = 0
-    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _changed: bool = False
+    _waiter: asyncio.Future[None] | None = None
 
     def snapshots(self) -> dict[str, BatchSnapshot]:
         return {
@@ -84,13 +85,34 @@ class Watch:
         return self.book.pending_not_found(self.batch_ids)
 
     async def changed(self, timeout: float | None) -> None:
-        """Return when a batch of this watch changed, or after ``timeout`` seconds."""
-        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        self._changed.clear()
+        """Return when a batch of this watch changed (since the last return), or after ``timeout`` seconds.
+
+        A bare future and a timer, not ``asyncio.wait_for``: a triggerer waits on a thousand watches,
+        and a task per wait is garbage the collector must walk.
+        """
+        if self._changed:
+            self._changed = False
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _resolve, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._waiter = None
+        self._changed = False
 
     def wake(self) -> None:
-        self._changed.set()
+        self._changed = True
+        if self._waiter is not None:
+            _resolve(self._waiter)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class BatchStatusPoller:
