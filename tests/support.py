@@ -8,6 +8,8 @@ from pathlib import Path
 
 from airflow_provider_claude_batch.testing.faults import completion_fraction
 
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 TEST_API_KEY = "sk-ant-test-0123456789-SECRET-do-not-leak"
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from support import REPO_ROOT
 
 
 def test_quick_run_reports_every_scenario_and_contender(tmp_path: Path) -> None:

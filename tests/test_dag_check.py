@@ -8,7 +8,7 @@ from datetime import datetime
 
 import pytest
 from airflow_support import run_dag
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 from airflow_provider_claude_batch.cli import main
 

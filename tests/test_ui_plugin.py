@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from airflow_support import run_dag
-from support import TEST_API_KEY
+from support import REPO_ROOT, TEST_API_KEY
 
 from airflow_provider_claude_batch.links import ClaudeBatchLink, task_page_path
 from airflow_provider_claude_batch.metrics import emit_landed_metrics
@@ -28,7 +27,6 @@ from airflow_provider_claude_batch.plugins.monitor import (
 from airflow_provider_claude_batch.polling import BatchSnapshot
 
 PASSWORD = "ui-test-password"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 

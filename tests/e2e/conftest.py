@@ -12,18 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fleet import batch_dag_source
+from e2e_batch import DAGS, E2E_API_KEY
 from harness import AirflowHarness
-
-# Distinctive, so a leak check can look for it in every log file and every REST response.
-E2E_API_KEY = "sk-ant-e2e-LEAKCHECK-7f3a9c1e5b2d"
-BATCH_DAG = "e2e_batch"
-BATCH_TASK = "summarise"
-BATCH_REQUESTS = 3
-
-DAGS = {
-    f"{BATCH_DAG}.py": batch_dag_source(BATCH_DAG, BATCH_REQUESTS, task_id=BATCH_TASK),
-}
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import BATCH_DAG, BATCH_REQUESTS, BATCH_TASK, E2E_API_KEY
+from e2e_batch import BATCH_DAG, BATCH_REQUESTS, BATCH_TASK, E2E_API_KEY
 from harness import AirflowHarness
 
 pytestmark = pytest.mark.e2e
