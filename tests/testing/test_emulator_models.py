@@ -6,6 +6,9 @@ shape, unknown and retired models, ``max_tokens`` above a model's limit, unknown
 
 from __future__ import annotations
 
+import re
+from datetime import date
+
 import anthropic
 import httpx2
 import pytest
@@ -15,9 +18,17 @@ from anthropic.types.model_param import ModelParam
 from emulator_helpers import KEY, client, params, results_by_id, wait_ended
 
 from airflow_provider_claude_batch.pricing import known_models
+from airflow_provider_claude_batch.testing.emulator.models import ModelFacts
 from airflow_provider_claude_batch.testing.emulator.validation import literal_strings
 
-RETIRED = {"claude-opus-4-0", "claude-opus-4-1"}
+RETIRED = {"claude-opus-4-0", "claude-opus-4-1", "claude-sonnet-4-5"}  # Sonnet 4.5 since 2026-11-30
+
+
+def without_retired(ids: set[str] | frozenset[str]) -> set[str]:
+    """``ids`` less the retired models and their dated snapshots (``claude-sonnet-4-5-20250929``)."""
+    return {model for model in ids if re.sub(r"-\d{8}$", "", model) not in RETIRED}
+
+
 OUTPUT_300K = "output-300k-2026-03-24"
 
 
@@ -26,13 +37,14 @@ def test_models_api_serves_every_priced_and_sdk_model_in_the_sdk_shape(claude_em
     listed = [model.id for model in api.models.list()]  # the SDK follows the pages
     assert len(listed) == len(set(listed))
     assert set(known_models()) - RETIRED <= set(listed)
-    assert literal_strings(ModelParam) - RETIRED <= set(listed)
+    assert without_retired(literal_strings(ModelParam)) <= set(listed)
     assert not RETIRED & set(listed)  # retired models only when asked for, as the SDK documents
     every = {model.id for model in api.models.list(lifecycle=["active", "deprecated", "retired"])}
     assert set(known_models()) | RETIRED <= every
 
     page = httpx2.get(f"{claude_emulator.url}/v1/models", headers={"x-api-key": KEY}).json()
-    assert len(page["data"]) == 20 and page["has_more"] is True  # the API's default page size
+    # The API's default page size is 20; how many models exceed it depends on the SDK's list.
+    assert len(page["data"]) == min(20, len(listed)) and page["has_more"] is (len(listed) > 20)
     assert page["first_id"] == page["data"][0]["id"] and page["last_id"] == page["data"][-1]["id"]
     for entry in page["data"]:
         assert set(entry) <= set(ModelInfo.model_fields)
@@ -43,7 +55,6 @@ def test_models_api_serves_every_priced_and_sdk_model_in_the_sdk_shape(claude_em
     assert sonnet.display_name == "Claude Sonnet 4.6" and sonnet.lifecycle == "active" and sonnet.line == "sonnet"
     assert sonnet.capabilities.batch.supported and sonnet.capabilities.structured_outputs.supported
     assert (entries["claude-haiku-4-5"].max_input_tokens, entries["claude-haiku-4-5"].max_tokens) == (200_000, 64_000)
-    assert entries["claude-sonnet-4-5"].lifecycle == "deprecated"
     assert all(entries[model].max_tokens for model in set(known_models()) - RETIRED)
     created = [model.created_at for model in entries.values()]
     assert created == sorted(created, reverse=True)  # newest release first
@@ -60,6 +71,8 @@ def test_models_retrieve(claude_emulator):
     assert haiku.display_name == "Claude Haiku 4.5" and haiku.max_tokens == 64_000
     assert haiku.created_at.isoformat().startswith("2025-10-15")
     assert api.models.retrieve("claude-opus-4-1").lifecycle == "retired"
+    sonnet_4_5 = api.models.retrieve("claude-sonnet-4-5")
+    assert sonnet_4_5.lifecycle == "retired" and sonnet_4_5.retires_at.isoformat().startswith("2026-11-30")
     with pytest.raises(anthropic.NotFoundError) as excinfo:
         api.models.retrieve("claude-sonnet-4.6")
     assert excinfo.value.body["error"] == {"type": "not_found_error", "message": "model: claude-sonnet-4.6"}
@@ -70,18 +83,24 @@ def test_unknown_and_retired_models_error_their_rows_only(claude_emulator):
     batch = api.messages.batches.create(
         requests=[
             {"custom_id": "ok", "params": params()},
-            {"custom_id": "dated", "params": {**params(), "model": "claude-sonnet-4-5-20250929"}},
+            {"custom_id": "dated", "params": {**params(), "model": "claude-haiku-4-5-20251001"}},
             {"custom_id": "typo", "params": {**params(), "model": "claude-sonnet-4.6"}},
             {"custom_id": "retired", "params": {**params(), "model": "claude-opus-4-1"}},
+            {"custom_id": "retired-since", "params": {**params(), "model": "claude-sonnet-4-5"}},
         ]
     )  # accepted: the API checks models when it processes the requests
     counts = wait_ended(api, batch.id).request_counts
-    assert (counts.succeeded, counts.errored) == (2, 2)
     rows = results_by_id(api, batch.id)
+    outcomes = {custom_id: row.type for custom_id, row in rows.items()}
+    errors = {custom_id: row.error.error.message for custom_id, row in rows.items() if row.type == "errored"}
+    expected = {"ok": "succeeded", "dated": "succeeded", "typo": "errored", "retired": "errored"}
+    assert outcomes == {**expected, "retired-since": "errored"}, errors
+    assert (counts.succeeded, counts.errored) == (2, 3)
     assert rows["typo"].error.error.type == "not_found_error"
     assert rows["typo"].error.error.message == "model: claude-sonnet-4.6"
     assert rows["retired"].error.error.message == "model: claude-opus-4-1"
-    assert rows["dated"].message.model == "claude-sonnet-4-5-20250929"
+    assert rows["retired-since"].error.error.message == "model: claude-sonnet-4-5"
+    assert rows["dated"].message.model == "claude-haiku-4-5-20251001"
 
 
 async def test_unknown_model_is_404_on_the_messages_api(claude_emulator):
@@ -172,3 +191,10 @@ async def test_unknown_beta_values_are_refused_on_every_route(claude_emulator):
     with pytest.raises(anthropic.BadRequestError):
         await async_api.models.list(extra_headers={"anthropic-beta": "files-api-2025-04-14,nope"})
     await async_api.close()
+
+
+def test_a_deprecated_model_is_retired_from_its_retirement_date_on():
+    facts = ModelFacts(200_000, 64_000, lifecycle="deprecated", retires="2026-11-30")
+    assert facts.lifecycle_on(date(2026, 11, 29)) == "deprecated"
+    assert facts.lifecycle_on(date(2026, 11, 30)) == facts.lifecycle_on(date(2027, 1, 1)) == "retired"
+    assert ModelFacts(200_000, 64_000).lifecycle_on(date(2030, 1, 1)) == "active"

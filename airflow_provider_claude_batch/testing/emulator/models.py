@@ -13,6 +13,7 @@ import re
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from functools import cache
 from typing import Any
 
@@ -49,7 +50,9 @@ class ModelFacts:
     :param context_window: ``max_input_tokens``; None where not documented.
     :param max_output: ``max_tokens``, the most a request may ask for without a beta.
     :param output_300k: takes ``max_tokens`` up to 300,000 in a batch created with the output-300k beta.
+    :param lifecycle: ``active``, ``deprecated`` or ``retired`` as documented; see :meth:`lifecycle_on`.
     :param released: release date (YYYY-MM-DD); None serves the epoch, as the API does when unknown.
+    :param retires: the documented retirement date (YYYY-MM-DD) of a deprecated model.
     """
 
     context_window: int | None
@@ -59,12 +62,24 @@ class ModelFacts:
     released: str | None = None
     retires: str | None = None
 
+    def lifecycle_on(self, day: date) -> str:
+        """The lifecycle on ``day``: a deprecated model is retired from its retirement date on."""
+        if self.retires is not None and day >= date.fromisoformat(self.retires):
+            return "retired"
+        return self.lifecycle
+
+
+def _lifecycle(model: str) -> str:
+    # The wall clock's date, not the emulated clock: retirements are calendar facts, as on the API.
+    return facts_for(model).lifecycle_on(datetime.now(timezone.utc).date())
+
 
 _NO_FACTS = ModelFacts(None, None)
 
 # Sources: the models overview and per-model pages (platform.claude.com/docs, late 2026): every 5.x
 # page lists a 1M context and 128K output; the batch-processing guide for the output-300k beta; the
-# pricing page for Opus 4.1 and Opus 4 ("retired") and Sonnet 4.5 ("deprecated, retires 2026-11-30").
+# pricing page for Opus 4.1 and Opus 4 ("retired") and Sonnet 4.5 ("deprecated, retires 2026-11-30";
+# the SDK dropped its ids from ``ModelParam`` in anthropic 2.15.0).
 _1M, _200K = 1_000_000, 200_000
 # fmt: off
 _FACTS: Mapping[str, ModelFacts] = {
@@ -160,7 +175,7 @@ def model_entry(model: str) -> dict[str, Any]:
         "id": model,
         "display_name": _display_name(model),
         "created_at": _created_at(model, facts),
-        "lifecycle": facts.lifecycle,
+        "lifecycle": _lifecycle(model),
         "deprecated_at": None,
         "retires_at": f"{facts.retires}T00:00:00Z" if facts.retires else None,
         "line": line if line in typing.get_args(ModelLine) else None,
@@ -180,7 +195,7 @@ def model_page(query: Mapping[str, str], lifecycles: list[str], extra: Iterable[
     wanted = set(lifecycles or ("active", "deprecated"))
     if not wanted <= {"active", "deprecated", "retired"}:
         raise invalid(f"lifecycle: Input should be 'active', 'deprecated' or 'retired', not {sorted(wanted)}")
-    ids = [m for m in served_models(extra) if facts_for(m).lifecycle in wanted]
+    ids = [m for m in served_models(extra) if _lifecycle(m) in wanted]
     limit = parse_limit(query.get("limit"))
     after_id, before_id = query.get("after_id"), query.get("before_id")
     for name, cursor in (("after_id", after_id), ("before_id", before_id)):
@@ -217,7 +232,7 @@ def request_model_error(params: Mapping[str, Any], extra: Iterable[str], betas: 
     """
     model = params["model"]
     facts = facts_for(model)
-    if (model not in _known_ids() and model not in set(extra)) or facts.lifecycle == "retired":
+    if (model not in _known_ids() and model not in set(extra)) or _lifecycle(model) == "retired":
         return ApiError(404, "not_found_error", f"model: {model}")
     limit = facts.max_output
     if limit is not None and facts.output_300k and OUTPUT_300K_BETA in betas:
