@@ -8,7 +8,7 @@ and its ``ended_at`` per batch gives the delay from batch end to the trigger's e
 has no rate limit here (the fleet scenario has one).
 
 Poll settings: the fixed-interval contenders (official, common-ai) poll every ``poll_interval``
-seconds; ours keeps its adaptive schedule (10% of the batch's age, between a minimum and a
+seconds; ours keeps its adaptive schedule (9% of the batch's age, between a minimum and a
 maximum) with its default minimum (5 s) and maximum (600 s) multiplied by the same factor that
 turns the official default of 60 s into ``poll_interval`` (``scale = poll_interval / 60``), and its
 default request budget of 50 calls per minute counts per ``60 * scale`` s. A run is therefore the
