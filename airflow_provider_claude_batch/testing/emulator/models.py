@@ -69,9 +69,9 @@ class ModelFacts:
         return self.lifecycle
 
 
-def _lifecycle(model: str) -> str:
+def _lifecycle(facts: ModelFacts) -> str:
     # The wall clock's date, not the emulated clock: retirements are calendar facts, as on the API.
-    return facts_for(model).lifecycle_on(datetime.now(timezone.utc).date())
+    return facts.lifecycle_on(datetime.now(timezone.utc).date())
 
 
 _NO_FACTS = ModelFacts(None, None)
@@ -175,7 +175,7 @@ def model_entry(model: str) -> dict[str, Any]:
         "id": model,
         "display_name": _display_name(model),
         "created_at": _created_at(model, facts),
-        "lifecycle": _lifecycle(model),
+        "lifecycle": _lifecycle(facts),
         "deprecated_at": None,
         "retires_at": f"{facts.retires}T00:00:00Z" if facts.retires else None,
         "line": line if line in typing.get_args(ModelLine) else None,
@@ -195,7 +195,7 @@ def model_page(query: Mapping[str, str], lifecycles: list[str], extra: Iterable[
     wanted = set(lifecycles or ("active", "deprecated"))
     if not wanted <= {"active", "deprecated", "retired"}:
         raise invalid(f"lifecycle: Input should be 'active', 'deprecated' or 'retired', not {sorted(wanted)}")
-    ids = [m for m in served_models(extra) if _lifecycle(m) in wanted]
+    ids = [m for m in served_models(extra) if _lifecycle(facts_for(m)) in wanted]
     limit = parse_limit(query.get("limit"))
     after_id, before_id = query.get("after_id"), query.get("before_id")
     for name, cursor in (("after_id", after_id), ("before_id", before_id)):
@@ -232,7 +232,7 @@ def request_model_error(params: Mapping[str, Any], extra: Iterable[str], betas: 
     """
     model = params["model"]
     facts = facts_for(model)
-    if (model not in _known_ids() and model not in set(extra)) or _lifecycle(model) == "retired":
+    if (model not in _known_ids() and model not in set(extra)) or _lifecycle(facts) == "retired":
         return ApiError(404, "not_found_error", f"model: {model}")
     limit = facts.max_output
     if limit is not None and facts.output_300k and OUTPUT_300K_BETA in betas:
